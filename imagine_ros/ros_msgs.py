@@ -1,0 +1,292 @@
+"""numpy <-> ROS 2 messages without rclpy: ``sensor_msgs/msg/Image``, ``geometry_msgs/msg/PointStamped``, stamps.
+
+Messages are built with the pure-Python ``rosbags`` typestores, whose ``serialize_cdr`` gives the exact CDR bytes that
+ROS 2 puts on the wire. The field-level logic is kept apart from any message class so the rclpy node can reuse it:
+
+* :func:`image_fields` turns an array into the Image fields (height, width, encoding, is_bigendian, step, data);
+* :func:`decode_image` turns those fields back into an array; :func:`msg_to_image` only reads attributes, so it works
+  on rosbags and rclpy messages alike;
+* :func:`stamp_from_ns` / :func:`ns_from_stamp` convert between integer nanoseconds and ``(sec, nanosec)``.
+
+Supported encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` (uint8) and ``32FC1``, ``32FC2`` (float32,
+e.g. optical flow). Arrays are taken and returned in the encoding's own channel order (``bgr8`` data is BGR);
+:func:`to_rgb` converts the colour encodings to RGB. Messages are always written little-endian (``is_bigendian=0``);
+big-endian float messages are read correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imagine_ros.errors import ConfigError
+
+IMAGE = "sensor_msgs/msg/Image"
+POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+STRING = "std_msgs/msg/String"
+HEADER = "std_msgs/msg/Header"
+TIME = "builtin_interfaces/msg/Time"
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    dtype: np.dtype  # little-endian element type on the wire
+    channels: int
+
+
+#: encoding -> element type and channel count
+ENCODINGS: dict[str, EncodingInfo] = {
+    "rgb8": EncodingInfo(np.dtype(np.uint8), 3),
+    "bgr8": EncodingInfo(np.dtype(np.uint8), 3),
+    "rgba8": EncodingInfo(np.dtype(np.uint8), 4),
+    "bgra8": EncodingInfo(np.dtype(np.uint8), 4),
+    "mono8": EncodingInfo(np.dtype(np.uint8), 1),
+    "32FC1": EncodingInfo(np.dtype("<f4"), 1),
+    "32FC2": EncodingInfo(np.dtype("<f4"), 2),
+}
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_NS = 1_000_000_000
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# typestores
+
+
+def _store_enum(distro: str):
+    from rosbags.typesys import Stores
+
+    name = str(distro).strip().lower()
+    if not name.startswith("ros2_"):
+        name = f"ros2_{name}"
+    for store in Stores:
+        if store.value == name:
+            return store
+    known = ", ".join(s.value.removeprefix("ros2_") for s in Stores if s.value.startswith("ros2_"))
+    raise ConfigError(f"unknown ROS 2 distro {distro!r}; expected one of {known}")
+
+
+@functools.cache
+def _typestore_cached(store_value: str):
+    from rosbags import typesys
+
+    return typesys.get_typestore(typesys.Stores(store_value))
+
+
+def get_typestore(distro: str = "humble"):
+    """The ``rosbags`` typestore of a ROS 2 distro (``"humble"`` or ``"ros2_humble"``), built once and cached."""
+    return _typestore_cached(_store_enum(distro).value)
+
+
+def _types(typestore):
+    return (typestore if typestore is not None else get_typestore()).types
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stamps
+
+
+def stamp_from_ns(ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 1e9`` (ROS ``builtin_interfaces/Time``)."""
+    if isinstance(ns, bool) or not isinstance(ns, (int, np.integer)):
+        raise ValueError(f"a stamp must be integer nanoseconds, got {type(ns).__name__} {ns!r}")
+    sec, nanosec = divmod(int(ns), _NS)
+    if not _INT32_MIN <= sec <= _INT32_MAX:
+        raise ValueError(f"stamp {ns} ns is outside the int32 seconds range of builtin_interfaces/Time")
+    return sec, nanosec
+
+
+def ns_from_stamp(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` (anything with ``sec``/``nanosec``) or a ``(sec, nanosec)`` pair -> nanoseconds."""
+    if hasattr(stamp, "sec") and hasattr(stamp, "nanosec"):
+        sec, nanosec = stamp.sec, stamp.nanosec
+    else:
+        try:
+            sec, nanosec = stamp
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a Time message or a (sec, nanosec) pair, got {stamp!r}") from None
+    sec, nanosec = int(sec), int(nanosec)
+    if not 0 <= nanosec < _NS:
+        raise ValueError(f"nanosec must be in [0, 1e9), got {nanosec}")
+    return sec * _NS + nanosec
+
+
+def time_msg(ns: int, typestore=None):
+    sec, nanosec = stamp_from_ns(ns)
+    return _types(typestore)[TIME](sec=sec, nanosec=nanosec)
+
+
+def header_msg(stamp_ns: int, frame_id: str, typestore=None):
+    return _types(typestore)[HEADER](stamp=time_msg(stamp_ns, typestore), frame_id=str(frame_id))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# images: pure field logic
+
+
+@dataclass(frozen=True)
+class ImageFields:
+    """The fields of a ``sensor_msgs/Image`` apart from the header; ``data`` is a 1-D uint8 array."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: np.ndarray
+
+
+def _encoding_info(encoding: str) -> EncodingInfo:
+    info = ENCODINGS.get(encoding)
+    if info is None:
+        raise ValueError(f"unsupported image encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+    return info
+
+
+def expected_shape(encoding: str, height: int | str = "H", width: int | str = "W") -> tuple:
+    info = _encoding_info(encoding)
+    return (height, width) if info.channels == 1 else (height, width, info.channels)
+
+
+def image_fields(array: np.ndarray, encoding: str) -> ImageFields:
+    """Encode ``array`` as Image fields: (H, W, C) for colour and 2-channel encodings, (H, W) or (H, W, 1) otherwise.
+
+    The dtype must match the encoding exactly (uint8 for the 8-bit ones, float32 for 32FC*); nothing is converted
+    silently. The data are little-endian, rows packed (``step = width * channels * itemsize``).
+    """
+    info = _encoding_info(encoding)
+    array = np.asarray(array)
+    want = "(H, W) or (H, W, 1)" if info.channels == 1 else str(expected_shape(encoding)).replace("'", "")
+    shape_ok = (array.ndim == 3 and array.shape[2] == info.channels) or (info.channels == 1 and array.ndim == 2)
+    if not shape_ok:
+        raise ValueError(f"encoding {encoding!r} expects an array of shape {want}, got shape {array.shape}")
+    if array.dtype.kind != info.dtype.kind or array.dtype.itemsize != info.dtype.itemsize:
+        want_dtype = "uint8" if info.dtype == np.uint8 else "float32"
+        raise ValueError(f"encoding {encoding!r} expects dtype {want_dtype}, got {array.dtype}")
+    height, width = int(array.shape[0]), int(array.shape[1])
+    if height == 0 or width == 0:
+        raise ValueError(f"an image needs at least one pixel, got shape {array.shape}")
+    packed = np.ascontiguousarray(array, dtype=info.dtype)  # no copy for a C-contiguous little-endian array
+    step = width * info.channels * info.dtype.itemsize
+    return ImageFields(height, width, encoding, 0, step, packed.reshape(-1).view(np.uint8))
+
+
+def decode_image(
+    height: int, width: int, encoding: str, is_bigendian: int, step: int, data: Any, copy: bool = True
+) -> np.ndarray:
+    """Image fields -> array of shape :func:`expected_shape` (float32 native-endian for 32FC*).
+
+    ``data`` may be bytes, a memoryview, an ``array.array`` or a uint8 array. Rows may be padded (``step`` larger
+    than the packed row), but ``len(data)`` must equal ``height * step``.
+    """
+    info = _encoding_info(encoding)
+    height, width, step = int(height), int(width), int(step)
+    if height < 0 or width < 0:
+        raise ValueError(f"image size must be non-negative, got height={height}, width={width}")
+    row_bytes = width * info.channels * info.dtype.itemsize
+    if step < row_bytes:
+        raise ValueError(
+            f"step {step} is smaller than a row of {width} {encoding} pixels ({row_bytes} bytes expected at least)"
+        )
+    try:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):
+        buf = np.asarray(data, dtype=np.uint8).reshape(-1)
+    if buf.size != height * step:
+        raise ValueError(
+            f"image data has {buf.size} bytes, but height * step = {height} * {step} = {height * step} expected"
+        )
+    dtype = info.dtype.newbyteorder(">") if is_bigendian and info.dtype.itemsize > 1 else info.dtype
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
+    out = rows.view(dtype).reshape(expected_shape(encoding, height, width))
+    if dtype.itemsize > 1 and not dtype.isnative:
+        return out.astype(dtype.newbyteorder("="))  # always a fresh native-endian copy
+    return out.copy() if copy else out
+
+
+def to_rgb(array: np.ndarray, encoding: str) -> np.ndarray:
+    """A decoded colour or mono image as (H, W, 3) uint8 RGB (alpha dropped, mono repeated)."""
+    _encoding_info(encoding)
+    if encoding == "rgb8":
+        return array
+    if encoding == "bgr8":
+        return np.ascontiguousarray(array[..., ::-1])
+    if encoding == "rgba8":
+        return np.ascontiguousarray(array[..., :3])
+    if encoding == "bgra8":
+        return np.ascontiguousarray(array[..., 2::-1])
+    if encoding == "mono8":
+        return np.repeat(array.reshape(*array.shape[:2], 1), 3, axis=2)
+    raise ValueError(f"encoding {encoding!r} is not a colour encoding; expected rgb8, bgr8, rgba8, bgra8 or mono8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# images: messages
+
+
+def image_to_msg(array: np.ndarray, encoding: str, stamp_ns: int = 0, frame_id: str = "", typestore=None):
+    """A rosbags ``sensor_msgs/msg/Image`` holding ``array`` (see :func:`image_fields`)."""
+    f = image_fields(array, encoding)
+    return _types(typestore)[IMAGE](
+        header=header_msg(stamp_ns, frame_id, typestore),
+        height=f.height,
+        width=f.width,
+        encoding=f.encoding,
+        is_bigendian=f.is_bigendian,
+        step=f.step,
+        data=f.data,
+    )
+
+
+def msg_to_image(msg: Any, copy: bool = True) -> np.ndarray:
+    """An Image message (rosbags or rclpy) -> array in the message's encoding (see :func:`decode_image`)."""
+    return decode_image(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data, copy=copy)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# points
+
+
+def point_fields(xyz: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    arr = np.asarray(xyz)
+    if arr.shape != (3,):
+        raise ValueError(f"a point must have shape (3,), got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"a point must be real numbers (float or integer dtype), got dtype {arr.dtype}")
+    return float(arr[0]), float(arr[1]), float(arr[2])
+
+
+def point_stamped_msg(xyz: Sequence[float] | np.ndarray, stamp_ns: int = 0, frame_id: str = "", typestore=None):
+    """A rosbags ``geometry_msgs/msg/PointStamped`` at ``xyz`` (metres, in ``frame_id``)."""
+    x, y, z = point_fields(xyz)
+    types = _types(typestore)
+    return types[POINT_STAMPED](
+        header=header_msg(stamp_ns, frame_id, typestore), point=types["geometry_msgs/msg/Point"](x=x, y=y, z=z)
+    )
+
+
+def msg_to_point(msg: Any) -> np.ndarray:
+    """A PointStamped (or Point) message -> (3,) float64."""
+    p = getattr(msg, "point", msg)
+    return np.array([p.x, p.y, p.z], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CDR
+
+
+def msg_to_cdr(msg: Any, typestore=None) -> bytes:
+    """The CDR bytes (little-endian, with encapsulation header) that ROS 2 sends for ``msg``."""
+    ts = typestore if typestore is not None else get_typestore()
+    return bytes(ts.serialize_cdr(msg, msg.__msgtype__))
+
+
+def cdr_to_msg(data: bytes | memoryview, msgtype: str, typestore=None) -> Any:
+    ts = typestore if typestore is not None else get_typestore()
+    return ts.deserialize_cdr(data, msgtype)

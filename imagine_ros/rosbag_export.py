@@ -1,0 +1,347 @@
+"""Export a dataset folder (HDF5 shards + ``meta.json``) as a ROS 2 bag (MCAP or sqlite3), without a ROS install.
+
+Topics (defaults)::
+
+    /camera/image_raw        sensor_msgs/msg/Image            rgb8 frames, frame_id "camera"
+    /ee_pos                  geometry_msgs/msg/PointStamped   end-effector position, frame_id "panda_link0"
+    /objects/<k>/position    geometry_msgs/msg/PointStamped   position of object k (one topic per object)
+    /episode                 std_msgs/msg/String              JSON {"index": i, "seed": s} at each episode start
+
+Time: frame ``t`` of an episode is stamped ``start + t * period``. The first exported episode starts at the fixed
+:data:`EPOCH_NS`, and each next one starts one empty period after the previous one's last frame, so timestamps are
+strictly increasing per topic and the bag is a pure function of the dataset and the options. The bag's receive time
+equals the header stamp.
+
+The bag is written into a hidden sibling folder and renamed into place when complete; an existing output path is
+never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imagine_ros import ros_msgs
+from imagine_ros.constants import EE_POS, FRAMES, INDEX, OBJECT_POS, SEED
+from imagine_ros.errors import ConfigError, DatasetError
+
+#: Stamp of the first exported frame: 2023-11-14T22:13:20Z (fixed so the output is deterministic).
+EPOCH_NS = 1_700_000_000 * 1_000_000_000
+EPISODE_TOPIC = "/episode"
+STORAGES = ("mcap", "sqlite3")
+SPLIT_CHOICES = ("all", "train", "val", "test")
+
+
+def object_topic(k: int) -> str:
+    return f"/objects/{k}/position"
+
+
+def parse_episodes(text: str) -> list[int]:
+    """``"0,1,5"``, ``"0:10"`` (half-open, like Python) or a mix such as ``"0:3,7"`` -> list of indices."""
+    out: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                a, b = part.split(":")
+                lo, hi = int(a), int(b)
+                if lo < 0 or hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi))
+            else:
+                i = int(part)
+                if i < 0:
+                    raise ValueError
+                out.append(i)
+        except ValueError:
+            raise ConfigError(
+                f"--episodes: cannot read {part!r}; expected non-negative indices like 0,1,5 or a range like 0:10"
+            ) from None
+    if not out:
+        raise ConfigError(f"--episodes {text!r} selects no episode")
+    return out
+
+
+def select_episodes(store: Any, episodes: list[int] | None, split: str) -> list[int]:
+    """The dataset indices to export: ``episodes`` (in the given order) restricted to ``split``, or the whole split."""
+    if split not in SPLIT_CHOICES:
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}")
+    in_split = store.split(split)
+    n = len(store)
+    if episodes is None:
+        chosen = list(in_split)
+    else:
+        chosen = [int(i) for i in episodes]
+        bad = [i for i in chosen if not 0 <= i < n]
+        if bad:
+            raise DatasetError(
+                f"episode {bad[0]} is out of range: {store.root} has {n} episodes (indices 0 to {n - 1})"
+            )
+        dup = sorted({i for i in chosen if chosen.count(i) > 1})
+        if dup:
+            raise DatasetError(f"episode {dup[0]} is listed more than once")
+        if split != "all":
+            members = set(in_split)
+            outside = [i for i in chosen if i not in members]
+            if outside:
+                raise DatasetError(f"episode {outside[0]} is not in the {split!r} split of {store.root}")
+    if not chosen:
+        raise DatasetError(f"the {split!r} split of {store.root} has no episodes; nothing to export")
+    return chosen
+
+
+def _period_ns(frame_period_s: float) -> int:
+    try:
+        value = float(frame_period_s)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--frame-period must be a number of seconds, got {frame_period_s!r}") from None
+    ns = round(value * 1e9) if math.isfinite(value) else 0
+    if ns < 1:
+        raise ConfigError(f"--frame-period must be a positive number of seconds, got {frame_period_s!r}")
+    return int(ns)
+
+
+def _storage_plugin(storage: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    if storage not in STORAGES:
+        raise ConfigError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def export_bag(
+    data_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    episodes: list[int] | None = None,
+    split: str = "all",
+    storage: str = "mcap",
+    distro: str = "humble",
+    frame_period_s: float = 0.2,
+    image_topic: str = "/camera/image_raw",
+    ee_topic: str = "/ee_pos",
+    frame_id_camera: str = "camera",
+    frame_id_base: str = "panda_link0",
+    progress: bool = True,
+    frame_id_objects: str | None = None,
+    start_ns: int = EPOCH_NS,
+) -> dict[str, Any]:
+    """Write the selected episodes of the dataset in ``data_dir`` as a rosbag2 (version 9) folder at ``out_path``.
+
+    ``episodes``: dataset indices (default: all of ``split``); ``frame_id_objects`` defaults to ``frame_id_base``.
+    Returns a summary: output path, storage, distro, exported indices, frame and message counts per topic, first and
+    last stamp (ns) and wall-clock seconds. Raises :class:`DatasetError` for an existing ``out_path``, an unreadable
+    dataset or an index out of range, :class:`ConfigError` for an unusable option.
+    """
+    from rosbags.rosbag2 import Writer
+    from tqdm.auto import tqdm
+
+    from imagine_ros.sim.storage import EpisodeStore
+
+    t0 = time.perf_counter()
+    out = Path(out_path)
+    data_dir = Path(data_dir)
+    if out.exists() or out.is_symlink():
+        raise DatasetError(f"{out} exists already; choose another --out (an existing bag is never overwritten)")
+    if _is_within(out, data_dir):
+        raise DatasetError(f"--out {out} is inside the dataset folder {data_dir}; choose a path outside it")
+    plugin = _storage_plugin(storage)
+    period = _period_ns(frame_period_s)
+    typestore = ros_msgs.get_typestore(distro)
+    frame_id_objects = frame_id_base if frame_id_objects is None else frame_id_objects
+
+    store = EpisodeStore(data_dir)
+    try:
+        chosen = select_episodes(store, episodes, split)
+        keys = set(store.keys())
+        if FRAMES not in keys:
+            raise DatasetError(f"{data_dir} holds no {FRAMES!r}; nothing to export")
+        total_frames = store.frames_per_episode * len(chosen)
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = out.parent / f".{out.name}.{os.getpid()}.tmp"
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+        tmp_dir.mkdir()
+        counts: dict[str, int] = {}
+        first_ns = last_ns = None
+        frames_written = 0
+        try:
+            writer = Writer(tmp_dir / out.name, version=9, storage_plugin=plugin)
+            meta = store.meta
+            writer.set_custom_data(
+                "imagine_ros",
+                json.dumps(
+                    {
+                        "kind": meta.get("kind"),
+                        "seed": meta.get("seed"),
+                        "num_episodes": meta.get("num_episodes"),
+                        "image_size": meta.get("image_size"),
+                        "split": split,
+                        "episodes": len(chosen),
+                        "frame_period_s": period / 1e9,
+                        "start_ns": int(start_ns),
+                    },
+                    sort_keys=True,
+                ),
+            )
+            with writer:
+                conns: dict[str, Any] = {}
+
+                def conn(topic: str, msgtype: str):
+                    c = conns.get(topic)
+                    if c is None:
+                        c = conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+                        counts[topic] = 0
+                    return c
+
+                def write(topic: str, msg: Any, stamp: int) -> None:
+                    writer.write(conn(topic, msg.__msgtype__), stamp, typestore.serialize_cdr(msg, msg.__msgtype__))
+                    counts[topic] += 1
+
+                # Fixed topic order (episode, image, ee, objects) so connection ids do not depend on the data.
+                conn(EPISODE_TOPIC, ros_msgs.STRING)
+                conn(image_topic, ros_msgs.IMAGE)
+                if EE_POS in keys:
+                    conn(ee_topic, ros_msgs.POINT_STAMPED)
+
+                string_cls = typestore.types[ros_msgs.STRING]
+                stamp0 = int(start_ns)
+                bar = tqdm(
+                    total=total_frames, desc="export-bag", unit="frame", disable=not progress, dynamic_ncols=True
+                )
+                try:
+                    for index in chosen:
+                        ep = store.episode(index)
+                        frames = ep[FRAMES]
+                        n = len(frames)
+                        ee = ep.get(EE_POS)
+                        objs = ep.get(OBJECT_POS)
+                        _check_episode(index, n, ee, objs)
+                        seed = int(ep[SEED]) if SEED in ep else None
+                        ep_index = int(ep[INDEX]) if INDEX in ep else int(index)
+                        info = json.dumps({"index": ep_index, "seed": seed})
+                        write(EPISODE_TOPIC, string_cls(data=info), stamp0)
+                        for t in range(n):
+                            stamp = stamp0 + t * period
+                            try:
+                                img = ros_msgs.image_to_msg(frames[t], "rgb8", stamp, frame_id_camera, typestore)
+                            except ValueError as e:
+                                raise DatasetError(f"episode {index}, frame {t} cannot be exported: {e}") from None
+                            write(image_topic, img, stamp)
+                            if ee is not None:
+                                write(
+                                    ee_topic, ros_msgs.point_stamped_msg(ee[t], stamp, frame_id_base, typestore), stamp
+                                )
+                            if objs is not None:
+                                for k in range(objs.shape[1]):
+                                    msg = ros_msgs.point_stamped_msg(objs[t, k], stamp, frame_id_objects, typestore)
+                                    write(object_topic(k), msg, stamp)
+                            first_ns = stamp if first_ns is None else first_ns
+                            last_ns = stamp
+                        frames_written += n
+                        bar.update(n)
+                        stamp0 += (n + 1) * period  # one empty period between episodes
+                finally:
+                    bar.close()
+            final = tmp_dir / out.name
+            if out.exists() or out.is_symlink():
+                raise DatasetError(f"{out} appeared while the bag was being written; it was left untouched")
+            os.rename(final, out)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    finally:
+        store.close()
+
+    return {
+        "out": str(out),
+        "storage": storage,
+        "distro": distro,
+        "episodes": chosen,
+        "frames": frames_written,
+        "messages": int(sum(counts.values())),
+        "topics": dict(counts),
+        "start_ns": first_ns,
+        "end_ns": last_ns,
+        "frame_period_s": period / 1e9,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _check_episode(index: int, n: int, ee: np.ndarray | None, objs: np.ndarray | None) -> None:
+    if ee is not None and (ee.ndim != 2 or ee.shape != (n, 3)):
+        raise DatasetError(f"episode {index}: {EE_POS!r} has shape {ee.shape}, expected ({n}, 3) for {n} frames")
+    if objs is not None and (objs.ndim != 3 or objs.shape[0] != n or objs.shape[2] != 3):
+        raise DatasetError(
+            f"episode {index}: {OBJECT_POS!r} has shape {objs.shape}, expected ({n}, K, 3) for {n} frames"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def register_cli(subparsers: Any) -> Any:
+    """Add ``export-bag`` to an ``argparse`` subparsers object; returns the new parser."""
+    p = subparsers.add_parser(
+        "export-bag",
+        help="write a dataset as a ROS 2 bag (MCAP or sqlite3): camera images, end-effector and object positions",
+        description=(
+            "Write episodes of a dataset folder as a ROS 2 bag (rosbag2 version 9) without a ROS install: "
+            "sensor_msgs/Image rgb8 frames, geometry_msgs/PointStamped end-effector and object positions, and a "
+            "std_msgs/String with the episode index and seed at each episode start."
+        ),
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (meta.json + shards)")
+    p.add_argument("--out", required=True, metavar="BAG", help="bag folder to create (must not exist)")
+    p.add_argument(
+        "--episodes",
+        default=None,
+        metavar="LIST",
+        help="dataset indices, e.g. 0,1,5 or 0:10 (half-open) or 0:3,7 (default: the whole split)",
+    )
+    p.add_argument("--split", default="all", choices=SPLIT_CHOICES, help="episodes of this split (default: all)")
+    p.add_argument("--storage", default="mcap", choices=STORAGES, help="bag storage plugin (default: mcap)")
+    p.add_argument("--distro", default="humble", help="ROS 2 distro whose message definitions to use (default: humble)")
+    p.add_argument(
+        "--frame-period", type=float, default=0.2, metavar="S", help="seconds between frames in the bag (default: 0.2)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_export_bag)
+    return p
+
+
+def _cli_export_bag(args: Any) -> int:
+    episodes = parse_episodes(args.episodes) if args.episodes is not None else None
+    summary = export_bag(
+        args.data,
+        args.out,
+        episodes=episodes,
+        split=args.split,
+        storage=args.storage,
+        distro=args.distro,
+        frame_period_s=args.frame_period,
+        progress=not args.no_progress,
+    )
+    span = (summary["end_ns"] - summary["start_ns"]) / 1e9 if summary["frames"] else 0.0
+    print(
+        f"wrote {summary['out']} ({summary['storage']}, {summary['distro']}): {len(summary['episodes'])} episodes, "
+        f"{summary['frames']} frames, {summary['messages']} messages on {len(summary['topics'])} topics, "
+        f"{span:.1f} s of bag time, in {summary['seconds']:.1f} s"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""imagine_ros.models: one module per method, shared layers and the method registry."""

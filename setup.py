@@ -1,0 +1,49 @@
+"""imagine_ros: an ament_python ROS 2 package that is also a plain pip package.
+
+``sim/``, ``models/`` and ``training/`` live at the top level and are reached through committed relative symlinks
+inside ``imagine_ros/`` so that the only import name is ``imagine_ros`` (see ../shared/STYLE.md).
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "imagine_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Sample future camera frames and optical flows from one image; serve, plan and simulate in ROS 2.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=[
+        "numpy>=1.24",
+        "pybullet>=3.2.5",
+        "gymnasium>=0.29",
+        "h5py>=3.8",
+        "tqdm>=4.60",
+        "pillow>=9.0",
+        "rosbags>=0.10",
+        "torch>=2.1,<3",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.5"],
+        "bench": ["panda-gym>=3.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "imagine-ros = imagine_ros.cli:main",
+        ],
+    },
+    zip_safe=False,
+)

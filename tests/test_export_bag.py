@@ -1,0 +1,236 @@
+"""export-bag: a real (small) HDF5 dataset written as MCAP and sqlite3 bags, read back with rosbags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from imagine_ros import ros_msgs
+from imagine_ros.constants import ACTIONS, EE_POS, FRAMES, OBJECT_POS
+from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.rosbag_export import EPOCH_NS, export_bag, parse_episodes, register_cli
+from imagine_ros.sim.storage import EpisodeStore, episode_seed, new_meta, write_dataset
+
+T, H, W, K = 4, 6, 5, 2
+NUM_EPISODES = 5
+PERIOD_NS = 200_000_000
+IMAGE_TOPIC, EE_TOPIC = "/camera/image_raw", "/ee_pos"
+OBJ_TOPICS = [f"/objects/{k}/position" for k in range(K)]
+
+
+def fake_episode(config: dict, index: int, seed: int) -> dict:
+    """Deterministic in (config, index, seed): random frames and positions drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    t, h, w, k = config["T"], config["H"], config["W"], config["K"]
+    return {
+        FRAMES: rng.integers(0, 256, size=(t, h, w, 3), dtype=np.uint8),
+        EE_POS: rng.normal(size=(t, 3)).astype(np.float32),
+        OBJECT_POS: rng.normal(size=(t, k, 3)).astype(np.float32),
+        ACTIONS: rng.normal(size=(t, 2)).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "ds"
+    meta = new_meta(
+        kind="fake",
+        config={"T": T, "H": H, "W": W, "K": K},
+        num_episodes=NUM_EPISODES,
+        episodes_per_shard=2,  # 3 shards, the last one short
+        seed=123,
+        frames_per_episode=T,
+        image_size=(H, W),
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
+    write_dataset(root, meta, fake_episode, workers=1, progress=False)
+    return root
+
+
+def read_bag(path: Path) -> tuple[dict[str, str], dict[str, list], list[int]]:
+    """topic -> msgtype, topic -> [(bag timestamp, message)], all bag timestamps in file order."""
+    ts = ros_msgs.get_typestore("humble")
+    types: dict[str, str] = {}
+    msgs: dict[str, list] = {}
+    order: list[int] = []
+    with Reader(path) as reader:
+        for c in reader.connections:
+            types[c.topic] = c.msgtype
+        for conn, stamp, raw in reader.messages():
+            msgs.setdefault(conn.topic, []).append((stamp, ts.deserialize_cdr(raw, conn.msgtype)))
+            order.append(stamp)
+    return types, msgs, order
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_export_round_trip(dataset, tmp_path, storage):
+    out = tmp_path / "bags" / f"run_{storage}"
+    summary = export_bag(dataset, out, storage=storage, progress=False)
+    assert out.is_dir() and (out / "metadata.yaml").exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    assert summary["episodes"] == list(range(NUM_EPISODES))
+    assert summary["frames"] == NUM_EPISODES * T
+    n = NUM_EPISODES * T
+    expected_counts = {"/episode": NUM_EPISODES, IMAGE_TOPIC: n, EE_TOPIC: n, **{t: n for t in OBJ_TOPICS}}
+    assert summary["topics"] == expected_counts
+    assert summary["messages"] == sum(expected_counts.values())
+
+    types, msgs, order = read_bag(out)
+    assert {t: len(v) for t, v in msgs.items()} == expected_counts
+    assert types == {
+        "/episode": "std_msgs/msg/String",
+        IMAGE_TOPIC: "sensor_msgs/msg/Image",
+        EE_TOPIC: "geometry_msgs/msg/PointStamped",
+        **{t: "geometry_msgs/msg/PointStamped" for t in OBJ_TOPICS},
+    }
+    with Reader(out) as reader:
+        assert reader.message_count == sum(expected_counts.values())
+        assert reader.start_time == EPOCH_NS
+
+    # time: strictly increasing per topic, non-decreasing in file order, header stamp = bag time
+    assert order == sorted(order)
+    for topic, items in msgs.items():
+        stamps = [s for s, _ in items]
+        assert all(b > a for a, b in zip(stamps, stamps[1:])), topic
+        if topic != "/episode":
+            assert all(ros_msgs.ns_from_stamp(m.header.stamp) == s for s, m in items), topic
+    image_stamps = [s for s, _ in msgs[IMAGE_TOPIC]]
+    expected = [EPOCH_NS + (e * (T + 1) + t) * PERIOD_NS for e in range(NUM_EPISODES) for t in range(T)]
+    assert image_stamps == expected  # episodes end to end with one empty period between them
+    assert [s for s, _ in msgs["/episode"]] == expected[::T]
+
+    store = EpisodeStore(dataset)
+    try:
+        for e in range(NUM_EPISODES):
+            ep = store.episode(e)
+            info = json.loads(msgs["/episode"][e][1].data)
+            assert info == {"index": e, "seed": episode_seed(123, e)}
+            for t in range(T):
+                img = msgs[IMAGE_TOPIC][e * T + t][1]
+                assert (img.encoding, img.height, img.width, img.step) == ("rgb8", H, W, W * 3)
+                assert img.header.frame_id == "camera"
+                np.testing.assert_array_equal(ros_msgs.msg_to_image(img), ep[FRAMES][t])
+                ee = msgs[EE_TOPIC][e * T + t][1]
+                assert ee.header.frame_id == "panda_link0"
+                np.testing.assert_array_equal(ros_msgs.msg_to_point(ee), ep[EE_POS][t].astype(np.float64))
+                for k, topic in enumerate(OBJ_TOPICS):
+                    p = msgs[topic][e * T + t][1]
+                    np.testing.assert_array_equal(ros_msgs.msg_to_point(p), ep[OBJECT_POS][t, k].astype(np.float64))
+    finally:
+        store.close()
+
+
+def test_export_is_deterministic_and_selects_episodes(dataset, tmp_path):
+    a = export_bag(dataset, tmp_path / "a", episodes=[3, 1], storage="mcap", progress=False, frame_period_s=0.5)
+    export_bag(dataset, tmp_path / "b", episodes=[3, 1], storage="mcap", progress=False, frame_period_s=0.5)
+    assert a["episodes"] == [3, 1] and a["frames"] == 2 * T
+
+    def raw(path):
+        with Reader(path) as reader:
+            return [(c.topic, s, bytes(d)) for c, s, d in reader.messages()]
+
+    ra, rb = raw(tmp_path / "a"), raw(tmp_path / "b")
+    assert ra == rb
+    _, msgs, _ = read_bag(tmp_path / "a")
+    assert [json.loads(m.data)["index"] for _, m in msgs["/episode"]] == [3, 1]
+    assert [s for s, _ in msgs["/episode"]] == [EPOCH_NS, EPOCH_NS + (T + 1) * 500_000_000]
+
+
+def test_export_split(dataset, tmp_path):
+    store = EpisodeStore(dataset)
+    val = store.split("val")
+    store.close()
+    summary = export_bag(dataset, tmp_path / "val", split="val", storage="sqlite3", progress=False)
+    assert summary["episodes"] == val
+    _, msgs, _ = read_bag(tmp_path / "val")
+    assert [json.loads(m.data)["index"] for _, m in msgs["/episode"]] == val
+    outside = next(i for i in range(NUM_EPISODES) if i not in val)
+    with pytest.raises(DatasetError, match=f"episode {outside} is not in the 'val' split"):
+        export_bag(dataset, tmp_path / "val2", episodes=[outside], split="val", progress=False)
+    assert not (tmp_path / "val2").exists()
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_existing_output_is_refused_and_untouched(dataset, tmp_path, kind):
+    out = tmp_path / "existing"
+    if kind == "dir":
+        out.mkdir()
+        (out / "keep.txt").write_text("precious")
+    else:
+        out.write_text("precious")
+    with pytest.raises(DatasetError, match="exists already"):
+        export_bag(dataset, out, storage="mcap", progress=False)
+    if kind == "dir":
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert (out / "keep.txt").read_text() == "precious"
+    else:
+        assert out.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+def test_bad_requests(dataset, tmp_path):
+    with pytest.raises(DatasetError, match=r"episode 7 is out of range: .* has 5 episodes \(indices 0 to 4\)") as e:
+        export_bag(dataset, tmp_path / "x", episodes=[0, 7], progress=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DatasetError, match="listed more than once"):
+        export_bag(dataset, tmp_path / "x", episodes=[1, 1], progress=False)
+    with pytest.raises(ConfigError, match="unknown bag storage 'rosbag'"):
+        export_bag(dataset, tmp_path / "x", storage="rosbag", progress=False)
+    with pytest.raises(ConfigError, match="positive number of seconds"):
+        export_bag(dataset, tmp_path / "x", frame_period_s=0, progress=False)
+    with pytest.raises(ConfigError, match="unknown ROS 2 distro"):
+        export_bag(dataset, tmp_path / "x", distro="rolling-ish", progress=False)
+    with pytest.raises(DatasetError, match="inside the dataset folder"):
+        export_bag(dataset, dataset / "bag", progress=False)
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        export_bag(tmp_path / "nothing", tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists() and not (dataset / "bag").exists()
+
+
+def test_parse_episodes():
+    assert parse_episodes("0,1,5") == [0, 1, 5]
+    assert parse_episodes("0:3") == [0, 1, 2]
+    assert parse_episodes("4, 0:2") == [4, 0, 1]
+    for bad in ("a", "3:1", "-1", "1:2:3", ","):
+        with pytest.raises(ConfigError, match="--episodes"):
+            parse_episodes(bad)
+
+
+def test_cli(dataset, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="imagine-ros")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "cli_bag"
+    args = parser.parse_args(
+        ["export-bag", "--data", str(dataset), "--out", str(out), "--episodes", "0:2,4", "--storage", "sqlite3",
+         "--frame-period", "0.1", "--no-progress"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "3 episodes" in lines[0]
+    _, msgs, _ = read_bag(out)
+    assert len(msgs[IMAGE_TOPIC]) == 3 * T
+    assert msgs[IMAGE_TOPIC][1][0] - msgs[IMAGE_TOPIC][0][0] == 100_000_000
+
+
+def test_failure_mid_export_leaves_nothing(dataset, tmp_path, monkeypatch):
+    real = ros_msgs.image_to_msg
+    calls = {"n": 0}
+
+    def flaky(array, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            return real(array.astype(np.float32), *args, **kwargs)  # a frame of the wrong dtype
+        return real(array, *args, **kwargs)
+
+    monkeypatch.setattr(ros_msgs, "image_to_msg", flaky)
+    with pytest.raises(
+        DatasetError, match=r"episode 1, frame 2 cannot be exported: .*expects dtype uint8, got float32"
+    ):
+        export_bag(dataset, tmp_path / "bag", storage="mcap", progress=False)
+    assert list(tmp_path.iterdir()) == []
