@@ -37,7 +37,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.5"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.5", "setuptools>=64", "wheel"],
         "bench": ["panda-gym>=3.0"],
     },
     entry_points={

@@ -1,0 +1,357 @@
+"""Training clips from a dataset folder (see DESIGN.md "Contracts": Clip).
+
+A clip is a window of ``horizon + 1`` consecutive frames of one episode (windows never cross episodes; the split is by
+episode, from ``meta.json``). The window starting at frame ``s`` of episode ``e`` (``T`` = horizon) gives:
+
+==================  =====================  ==========================================================================
+key                 shape, dtype           meaning
+==================  =====================  ==========================================================================
+``x0``              (3, H, W) float32      frame ``s``, in [-1, 1]
+``future``          (T, 3, H, W) float32   frames ``s + 1 .. s + T``, in [-1, 1]
+``ee``              (T + 1, 3) float32     ``ee_pos[s .. s + T]``, metres (never normalised)
+``actions``         (T, A) float32         ``actions[s .. s + T - 1]`` (``actions[t]`` moves frame t to t + 1)
+``condition``       (3,) float32           eta = ``ee_pos[s + T]`` (BAIR protocol), normalised if a normaliser is given
+``episode``         int                    episode index in the dataset
+``start``           int                    ``s``
+==================  =====================  ==========================================================================
+
+Pixel values map ``uint8 v -> v / 127.5 - 1`` (0 -> -1, 255 -> 1); :func:`tensor_to_frames` inverts it.
+Only the frames a window needs are read (HDF5 chunks are one frame each), and the HDF5 files are opened lazily in each
+process, so a :class:`ClipDataset` can be handed to a ``DataLoader`` with worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from imagine_ros.constants import ACTIONS, CLIP_ACTIONS, CONDITION, EE, EE_POS, FRAMES, FUTURE, SPLITS, X0
+from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.sim.storage import EpisodeStore
+
+#: Traceability keys of every clip (plain ints; ``default_collate`` makes them (B,) int64 tensors).
+EPISODE = "episode"
+START = "start"
+#: The clip keys a :class:`ClipDataset` can produce (``keys=`` selects a subset; EPISODE and START always come).
+CLIP_KEYS: tuple[str, ...] = (X0, FUTURE, EE, CLIP_ACTIONS, CONDITION)
+#: Default floor of the normaliser's standard deviation, in the data's units (metres: 1 mm).
+DEFAULT_MIN_STD = 1e-3
+NORMALIZER_TYPE = "condition_normalizer"
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pixels
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB frames ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [-1, 1] (``v / 127.5 - 1``)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be (..., H, W, 3) uint8, got {tuple(x.shape)} {x.dtype}")
+    return x.movedim(-1, -3).to(torch.float32).div(127.5).sub(1.0).contiguous()
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """float ``(..., 3, H, W)`` in [-1, 1] -> uint8 RGB ``(..., H, W, 3)`` (clipped, rounded; inverts
+    :func:`frames_to_tensor` exactly)."""
+    if x.ndim < 3 or x.shape[-3] != 3:
+        raise ValueError(f"images must be (..., 3, H, W), got {tuple(x.shape)}")
+    v = ((x.detach().to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return v.movedim(-3, -1).cpu().numpy()
+
+
+def _size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        pair = (int(image_size), int(image_size))
+    elif (
+        isinstance(image_size, Sequence)
+        and len(image_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size)
+    ):
+        pair = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ConfigError(f"image_size must be an int or (height, width), got {image_size!r}")
+    if min(pair) < 1:
+        raise ConfigError(f"image_size must be positive, got {image_size!r}")
+    return pair
+
+
+def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(N, 3, H, W)`` images to ``size = (h, w)`` with area interpolation (box average when shrinking)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="area")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# condition normaliser
+
+
+class ConditionNormalizer:
+    """Per-dimension standardisation ``(x - mean) / std`` of the condition eta (end-effector positions).
+
+    Fitted on the training split (:meth:`fit`) and stored in checkpoints (:meth:`to_dict` is JSON-safe). ``std`` is
+    floored at ``min_std`` so that a dimension that never varies (e.g. Shapes' all-zero ee_pos) is only centred, never
+    divided by zero. Works on numpy arrays and torch tensors ``(..., C)``; returns the input's type, dtype and device.
+    """
+
+    def __init__(self, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray, min_std: float = 0.0):
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.asarray(std, dtype=np.float64)
+        if mean.ndim != 1 or mean.shape != std.shape or mean.size == 0:
+            raise ConfigError(f"normaliser mean and std must be equal-length vectors, got {mean.shape}, {std.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ConfigError("normaliser mean and std must be finite")
+        min_std = float(min_std)
+        if not (math.isfinite(min_std) and min_std >= 0):
+            raise ConfigError(f"normaliser min_std must be finite and >= 0, got {min_std}")
+        std = np.maximum(std, min_std)
+        if (std <= 0).any():
+            raise ConfigError(f"normaliser std must be > 0, got {std.tolist()} (use min_std > 0)")
+        self.mean, self.std, self.min_std = mean, std, min_std
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.size)
+
+    @classmethod
+    def fit(
+        cls,
+        store: EpisodeStore,
+        indices: Iterable[int] | None = None,
+        key: str = EE_POS,
+        min_std: float = DEFAULT_MIN_STD,
+    ) -> ConditionNormalizer:
+        """Mean and (population) std per dimension of ``key`` over every frame of episodes ``indices``.
+
+        indices: episode indices, default ``store.split("train")`` (never fit on val/test). Raises
+        :class:`DatasetError` when there are none.
+        """
+        idx = store.split("train") if indices is None else [int(i) for i in indices]
+        if not idx:
+            raise DatasetError(f"cannot fit a condition normaliser on no episodes of {store.root}")
+        total, total_sq, count = None, None, 0
+        for i in idx:
+            v = np.asarray(store.read(i, key), dtype=np.float64)
+            v = v.reshape(-1, v.shape[-1])
+            total = v.sum(0) if total is None else total + v.sum(0)
+            total_sq = (v * v).sum(0) if total_sq is None else total_sq + (v * v).sum(0)
+            count += len(v)
+        mean = total / count
+        var = np.maximum(total_sq / count - mean * mean, 0.0)
+        return cls(mean, np.sqrt(var), min_std=min_std)
+
+    def _prepare(self, x: ArrayT) -> tuple[ArrayT, Any, Any]:
+        """``x`` as a float array/tensor (integers become float32) and mean, std in its dtype and device."""
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x)
+        if tuple(x.shape[-1:]) != (self.dim,):
+            raise ValueError(f"condition must be (..., {self.dim}), got shape {tuple(x.shape)}")
+        if isinstance(x, torch.Tensor):
+            x = x if x.is_floating_point() else x.to(torch.float32)
+            return (
+                x,
+                torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
+                torch.as_tensor(self.std, dtype=x.dtype, device=x.device),
+            )
+        x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+        return x, self.mean.astype(x.dtype), self.std.astype(x.dtype)
+
+    def normalize(self, x: ArrayT) -> ArrayT:
+        """``(x - mean) / std``; x: (..., C) numpy array or torch tensor (integer input becomes float32)."""
+        x, mean, std = self._prepare(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: ArrayT) -> ArrayT:
+        """``x * std + mean``, the inverse of :meth:`normalize`."""
+        x, mean, std = self._prepare(x)
+        return x * std + mean
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe description (plain floats; float64 values round-trip exactly through ``json``)."""
+        return {
+            "type": NORMALIZER_TYPE,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "min_std": self.min_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConditionNormalizer:
+        """Rebuild from :meth:`to_dict` output (e.g. a checkpoint's JSON); malformed input raises ConfigError."""
+        if not isinstance(d, Mapping) or d.get("type", NORMALIZER_TYPE) != NORMALIZER_TYPE:
+            raise ConfigError(f"not a condition normaliser description: {d!r}")
+        missing = [k for k in ("mean", "std") if k not in d]
+        if missing:
+            raise ConfigError(f"condition normaliser description lacks {missing[0]!r}")
+        try:
+            return cls(d["mean"], d["std"], min_std=d.get("min_std", 0.0))
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"malformed condition normaliser description ({e})") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConditionNormalizer):
+            return NotImplemented
+        return (
+            np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
+        ) and self.min_std == other.min_std
+
+    def __repr__(self) -> str:
+        return f"ConditionNormalizer(mean={self.mean.tolist()}, std={self.std.tolist()}, min_std={self.min_std})"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the dataset
+
+
+def window_starts_of(num_frames: int, horizon: int, stride: int) -> range:
+    """Start frames of the windows of one episode: ``range(0, num_frames - horizon, stride)``.
+
+    That is ``ceil((num_frames - horizon) / stride)`` windows; the last frame of a window is ``s + horizon``.
+    """
+    return range(0, num_frames - horizon, stride)
+
+
+class ClipDataset(Dataset):
+    """Every window of ``horizon + 1`` frames inside the episodes of one split (module docstring for the clips).
+
+    root_or_store: a dataset folder or an open :class:`EpisodeStore` (shared, not copied).
+    split: "train", "val", "test" (by episode, from ``meta.json``) or "all".
+    horizon: T, the number of future frames (>= 1, at most frames per episode - 1).
+    stride: frames between consecutive window starts of an episode (>= 1).
+    image_size: output (H, W) (or one int for squares); None keeps the stored size. Area interpolation.
+    normalizer: applied to ``condition`` when given (``ee`` stays in metres).
+    keys: the clip keys to produce, a subset of :data:`CLIP_KEYS` (EPISODE and START always come); frames are not
+        read when neither ``x0`` nor ``future`` is asked for.
+
+    ``window_starts[i] == (episode, start)`` of item ``i``: episodes in increasing order, starts increasing within an
+    episode, so samplers can reproduce (and log) an order.
+    """
+
+    def __init__(
+        self,
+        root_or_store: str | os.PathLike | EpisodeStore,
+        split: str = "train",
+        horizon: int = 1,
+        stride: int = 1,
+        image_size: int | Sequence[int] | None = None,
+        normalizer: ConditionNormalizer | None = None,
+        keys: Iterable[str] = CLIP_KEYS,
+    ):
+        self.store = root_or_store if isinstance(root_or_store, EpisodeStore) else EpisodeStore(root_or_store)
+        if split not in SPLITS and split != "all":
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} or 'all'")
+        for name, value in (("horizon", horizon), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        self.keys = tuple(keys)
+        unknown = [k for k in self.keys if k not in CLIP_KEYS]
+        if unknown:
+            raise ConfigError(f"unknown clip key {unknown[0]!r}; expected some of {', '.join(CLIP_KEYS)}")
+        if normalizer is not None and not isinstance(normalizer, ConditionNormalizer):
+            raise ConfigError(f"normalizer must be a ConditionNormalizer, got {type(normalizer).__name__}")
+        self.split, self.horizon, self.stride = split, int(horizon), int(stride)
+        self.normalizer = normalizer
+        self.num_frames = self.store.frames_per_episode
+        if self.horizon > self.num_frames - 1:
+            raise ConfigError(
+                f"horizon {self.horizon} needs episodes of at least {self.horizon + 1} frames, but the episodes of "
+                f"{self.store.root} have {self.num_frames} frames (horizon at most {self.num_frames - 1})"
+            )
+        h, w, _ = self.store.image_shape
+        self.data_size = (h, w)
+        self.image_size = _size_pair(image_size) or self.data_size
+        self.episodes = self.store.split(split)
+        if not self.episodes:
+            raise DatasetError(f"split {split!r} of {self.store.root} has no episodes")
+        self.window_starts: list[tuple[int, int]] = [
+            (e, s) for e in self.episodes for s in window_starts_of(self.num_frames, self.horizon, self.stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.window_starts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self.window_starts)
+        if not -n <= i < n:
+            raise IndexError(f"clip {i} out of range [0, {n})")
+        episode, s = self.window_starts[i]
+        t = self.horizon
+        clip: dict[str, Any] = {}
+        want_x0, want_future = X0 in self.keys, FUTURE in self.keys
+        if want_x0 or want_future:
+            first = s if want_x0 else s + 1
+            images = frames_to_tensor(self.store.read(episode, FRAMES, first, s + t + 1))
+            images = resize_images(images, self.image_size)
+            if want_x0:
+                clip[X0] = images[0]
+            if want_future:
+                clip[FUTURE] = images[1:] if want_x0 else images
+        if EE in self.keys or CONDITION in self.keys:
+            ee = np.asarray(self.store.read(episode, EE_POS, s, s + t + 1), dtype=np.float32)
+            if EE in self.keys:
+                clip[EE] = torch.from_numpy(ee.copy())
+            if CONDITION in self.keys:
+                eta = ee[-1]
+                if self.normalizer is not None:
+                    eta = self.normalizer.normalize(eta).astype(np.float32)
+                clip[CONDITION] = torch.from_numpy(np.ascontiguousarray(eta))
+        if CLIP_ACTIONS in self.keys:
+            clip[CLIP_ACTIONS] = torch.from_numpy(
+                np.asarray(self.store.read(episode, ACTIONS, s, s + t), dtype=np.float32).copy()
+            )
+        clip[EPISODE] = int(episode)
+        clip[START] = int(s)
+        return clip
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe data config for checkpoints (image size, horizon, ...)."""
+        return json.loads(
+            json.dumps(
+                {
+                    "root": str(self.store.root),
+                    "kind": self.store.meta.get("kind"),
+                    "split": self.split,
+                    "horizon": self.horizon,
+                    "stride": self.stride,
+                    "image_size": list(self.image_size),
+                    "data_image_size": list(self.data_size),
+                    "frames_per_episode": self.num_frames,
+                    "num_windows": len(self),
+                }
+            )
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ClipDataset({str(self.store.root)!r}, split={self.split!r}, horizon={self.horizon}, "
+            f"stride={self.stride}, image_size={self.image_size}, windows={len(self)})"
+        )
+
+
+def fixed_clips(dataset: Dataset, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` distinct clips of ``dataset`` chosen by ``seed`` (same dataset + seed -> same clips), in dataset order.
+
+    For validation images/GIFs. Raises :class:`ConfigError` when the dataset has fewer than ``n`` clips.
+    """
+    size = len(dataset)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ConfigError(f"number of fixed clips must be an integer >= 0, got {n!r}")
+    if n > size:
+        raise ConfigError(f"asked for {n} fixed clips but the dataset has only {size}")
+    chosen = np.random.default_rng([int(seed), 0xC11B]).choice(size, size=int(n), replace=False)
+    return [dataset[int(i)] for i in sorted(chosen.tolist())]
