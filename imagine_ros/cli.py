@@ -162,6 +162,64 @@ def _cli_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------------ train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from imagine_ros.models import METHODS, PRESETS
+    from imagine_ros.training.trainer import TrainConfig
+
+    d = TrainConfig(method="visual_dynamics", data="", out="")
+    p = sub.add_parser(
+        "train",
+        help="train a method on a dataset folder (one loop for all methods; torchrun for several GPUs/nodes)",
+        description="Train METHOD on DIR's training split into RUN (checkpoints, TensorBoard, sample GIFs, metrics). "
+        "--resume continues a killed run from its newest checkpoint with the same step count and data order.",
+    )
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="method to train")
+    p.add_argument("--config", default="small", choices=PRESETS, help="model config preset (default small)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (imagine-ros collect / shapes)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (created; must be new unless --resume)")
+    p.add_argument("--set", type=_env_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set horizon=5 (repeatable)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps in all (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"clips per step and process "
+                   f"(default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help=f"max gradient norm, 0 = off "
+                   f"(default {d.grad_clip})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and data order (default {d.seed})")
+    p.add_argument("--device", default=d.device, help="auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
+    p.add_argument("--workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")
+    p.add_argument("--log-every", type=int, default=d.log_every, help=f"steps between logs (default {d.log_every})")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help=f"steps between checkpoints "
+                   f"(default {d.ckpt_every})")
+    p.add_argument("--val-every", type=int, default=d.val_every, help=f"steps between validations "
+                   f"(default {d.val_every})")
+    p.add_argument("--val-clips", type=int, default=d.val_clips, help=f"validation clips (default {d.val_clips})")
+    p.add_argument("--val-samples", type=int, default=d.val_samples, help=f"N of PSNR@N/SSIM@N "
+                   f"(default {d.val_samples})")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_train)
+
+
+def _cli_train(args: argparse.Namespace) -> int:
+    from imagine_ros.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        method=args.method, data=args.data, out=args.out, preset=args.config, overrides=dict(args.set),
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, grad_clip=args.grad_clip, seed=args.seed,
+        device=args.device, amp=not args.no_amp, num_workers=args.workers, log_every=args.log_every,
+        ckpt_every=args.ckpt_every, val_every=args.val_every, val_clips=args.val_clips, val_samples=args.val_samples,
+        progress=not args.no_progress,
+    )
+    metrics = train(cfg, resume=args.resume, command=["imagine-ros", *args.argv])
+    shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items())
+    print(f"{args.out}: trained {args.method} ({args.config}) to step {cfg.steps}; model at {args.out}/model.json"
+          + (f"; validation: {shown}" if shown else ""))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     from imagine_ros.rosbag_export import register_cli as register_export_bag
@@ -177,12 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gif(sub)
     _add_info(sub)
     register_export_bag(sub)
+    _add_train(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in checkpoints: the command that produced them
     try:
         return int(args.func(args) or 0)
     except ImagineRosError as e:

@@ -1,0 +1,142 @@
+"""Predictors: ``predict(images, conditions, num_samples, seed) -> Prediction``, in process or (later) remote.
+
+The planner, the ROS node and the CLI take any object with this interface (:class:`PredictorProtocol`) and cannot
+tell which one they hold.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from imagine_ros.flow import dis_flows
+from imagine_ros.models.base import Method
+from imagine_ros.prediction import Prediction
+from imagine_ros.training.clips import ConditionNormalizer, tensor_to_frames
+
+
+@runtime_checkable
+class PredictorProtocol(Protocol):
+    image_size: int
+    horizon: int
+    condition_dim: int
+    method: str
+
+    def predict(
+        self, images: np.ndarray, conditions: np.ndarray | None = None, num_samples: int = 1, seed: int | None = None
+    ) -> Prediction: ...
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> the first CUDA device when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_request(
+    images: np.ndarray, conditions: np.ndarray | None, num_samples: int, image_size: int, condition_dim: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate a predict() request; raise ``ValueError`` that names the expected shape/dtype."""
+    images = np.asarray(images)
+    want = f"(B, {image_size}, {image_size}, 3) uint8"
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be {want}, got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3) or images.shape[0] < 1:
+        raise ValueError(f"images must be {want}, got shape {images.shape}")
+    if not isinstance(num_samples, int | np.integer) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if conditions is not None:
+        conditions = np.asarray(conditions, dtype=np.float32)
+        if condition_dim == 0:
+            raise ValueError("this model takes no condition; pass conditions=None")
+        if conditions.shape != (images.shape[0], condition_dim):
+            raise ValueError(f"conditions must have shape ({images.shape[0]}, {condition_dim}), got {conditions.shape}")
+        if not np.all(np.isfinite(conditions)):
+            raise ValueError("conditions must be finite")
+    return images, conditions
+
+
+class Predictor:
+    """A model on a torch device (see module docstring). Same seed => identical prediction (on the same device)."""
+
+    def __init__(
+        self,
+        model: Method,
+        normalizer: ConditionNormalizer | None = None,
+        device: str | torch.device | None = "auto",
+        flow_threads: int | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.normalizer = normalizer
+        self.method = model.name
+        self.image_size = model.config.image_size
+        self.horizon = model.config.horizon
+        self.condition_dim = model.config.condition_dim
+        self.flow_threads = flow_threads or max(1, min(4, os.cpu_count() or 1))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto") -> Predictor:
+        from imagine_ros.models.checkpoint import load_checkpoint
+
+        dev = resolve_device(device)
+        ckpt = load_checkpoint(path, device=dev)
+        norm = ckpt.meta.get("normalizer")
+        return cls(ckpt.model, ConditionNormalizer.from_dict(norm) if norm else None, device=dev)
+
+    def predict(
+        self, images: np.ndarray, conditions: np.ndarray | None = None, num_samples: int = 1, seed: int | None = None
+    ) -> Prediction:
+        """images: (B, H, W, 3) uint8; conditions: (B, C) η in the data's units (metres), or None -> Prediction.
+
+        Without conditions a conditioned model gets the training mean of η (zeros after normalisation).
+        """
+        t0 = time.perf_counter()
+        images, conditions = check_request(images, conditions, num_samples, self.image_size, self.condition_dim)
+        x0 = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        cond = None
+        if self.condition_dim and conditions is None:
+            cond = torch.zeros(len(images), self.condition_dim, device=self.device)
+        elif self.condition_dim:
+            normed = self.normalizer.normalize(conditions) if self.normalizer is not None else conditions
+            cond = torch.as_tensor(np.asarray(normed, dtype=np.float32), device=self.device)
+        generator = torch.Generator(device="cpu")
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        with torch.inference_mode():
+            out = self.model.sample(x0, cond, int(num_samples), generator=generator)
+        frames = tensor_to_frames(out.frames)
+        t_model = time.perf_counter() - t0
+        if out.flows is not None:
+            flows = out.flows.float().movedim(-3, -1).cpu().numpy().astype(np.float32, copy=False)
+            source = "native"
+        else:
+            flows = self._dis(images, frames)
+            source = "dis"
+        masks = out.masks[..., 0, :, :].float().cpu().numpy() if out.masks is not None else None
+        total = time.perf_counter() - t0
+        return Prediction(
+            frames=frames,
+            flows=np.ascontiguousarray(flows, dtype=np.float32),
+            flow_source=source,
+            method=self.method,
+            condition=conditions,
+            masks=masks,
+            timing={"model": t_model, "flow": total - t_model, "total": total},
+        )
+
+    def _dis(self, images: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """DIS flows from each input image to each of its sampled frames: (B, N, T, H, W, 2)."""
+        if self.flow_threads > 1 and len(images) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # OpenCV releases the GIL
+
+            with ThreadPoolExecutor(self.flow_threads) as pool:
+                return np.stack(list(pool.map(dis_flows, images, frames)))
+        return np.stack([dis_flows(x, f) for x, f in zip(images, frames)])

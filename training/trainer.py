@@ -1,0 +1,414 @@
+"""One training loop for every method.
+
+Each method supplies a :class:`~imagine_ros.training.steps.TrainStep` (its optimizers, which of them to update at a
+step, the loss of each); this loop does the rest: device selection, ``torchrun``/DistributedDataParallel, mixed
+precision on CUDA, gradient clipping, seeding, resumable checkpoints, TensorBoard scalars, validation (PSNR@N,
+SSIM@N, diversity) with sample GIFs, and a progress bar.
+
+A run folder::
+
+    RUN/config.json                the run's settings (a resume must match them)
+    RUN/checkpoints/latest         name of the newest complete checkpoint folder (replaced atomically)
+    RUN/checkpoints/step_000500/   model.safetensors + model.json (a loadable model checkpoint) and
+                                   train.safetensors + train.json (optimizers, scaler, RNG, data position)
+    RUN/model.safetensors|json     the final model (also written at every checkpoint: the newest model)
+    RUN/metrics.jsonl              validation results, one JSON object per line
+    RUN/samples/step_000500.gif    sampled futures on fixed validation clips (rows: clips; columns: truth, samples)
+    RUN/tb/                        TensorBoard event files
+
+Resume (``--resume``) after a kill -9 continues from the newest checkpoint with the same step count, optimizer
+state, RNG state and data order: with the same device and settings the weights equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from imagine_ros.errors import ConfigError, ImagineRosError
+from imagine_ros.models import PRESETS, build, get_method
+from imagine_ros.models.checkpoint import save_checkpoint
+from imagine_ros.training.clips import ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
+from imagine_ros.training.metrics import best_of_n
+from imagine_ros.training.steps import get_step
+from imagine_ros.training.train_state import load_train_state, save_train_state
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (``imagine-ros train`` flags of the same names)."""
+
+    method: str
+    data: str
+    out: str
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (``--set key=value``)
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float | None = None  # None: the method's default
+    betas: tuple[float, float] | None = None
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm per optimizer; 0 disables
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision (bfloat16 autocast) on CUDA; ignored on CPU
+    num_workers: int = 2
+    stride: int = 1  # between clip windows inside an episode
+    log_every: int = 10
+    ckpt_every: int = 250
+    val_every: int = 500
+    val_clips: int = 16
+    val_samples: int = 8  # N of PSNR@N / SSIM@N
+    gif_clips: int = 4
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        get_method(self.method)
+        get_step(self.method)
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown config preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "val_every", "val_samples", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.val_clips < 0 or self.gif_clips < 0 or self.grad_clip < 0:
+            raise ConfigError("num_workers, val_clips, gif_clips and grad_clip must be >= 0")
+        if self.betas is not None:
+            self.betas = tuple(self.betas)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    #: settings that may change between a run and its resume
+    RESUMABLE_CHANGES = ("steps", "num_workers", "log_every", "val_every", "ckpt_every", "progress", "keep_checkpoints")
+
+
+class ResumableSampler(Sampler[int]):
+    """Seeded per-epoch permutations, split across DDP ranks, that can start in the middle of an epoch.
+
+    Epoch ``e`` uses ``randperm(n, seed + e)``; rank ``r`` of ``w`` takes positions ``r, r + w, ...``, cut to a whole
+    number of batches so every rank runs the same number of steps.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.batches_per_epoch = (n // world) // batch_size
+        if self.batches_per_epoch < 1:
+            raise ConfigError(
+                f"the training split has {n} clips: too few for batch size {batch_size} on {world} process(es)"
+            )
+        self.epoch, self.start_batch = 0, 0
+
+    def set_position(self, epoch: int, batch: int) -> None:
+        self.epoch, self.start_batch = epoch, batch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g)[self.rank :: self.world]
+        order = order[: self.batches_per_epoch * self.batch_size]
+        return iter(order[self.start_batch * self.batch_size :].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available; under torchrun each process takes ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` (see module docstring). ``Trainer(cfg).fit()``."""
+
+    def __init__(self, cfg: TrainConfig, command: list[str] | None = None, resume: bool = False):
+        self.cfg = cfg
+        self.command = command if command is not None else sys.argv
+        self.resume = resume
+        self.out = Path(cfg.out)
+        self.device = _resolve_device(cfg.device)
+        self.dist = _init_distributed(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    # ------------------------------------------------------------------------------------------------------ setup
+    def _check_run_folder(self) -> None:
+        cfg_path = self.out / "config.json"
+        if self.resume:
+            if not cfg_path.exists():
+                raise ConfigError(f"--resume: {self.out} holds no run (no config.json); start it without --resume")
+            old = json.loads(cfg_path.read_text())
+            new = self.cfg.to_dict()
+            diffs = [k for k in sorted(set(old) | set(new))
+                     if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+            if diffs:
+                k = diffs[0]
+                raise ConfigError(f"--resume: setting {k!r} differs from the run in {self.out} "
+                                  f"({old.get(k)!r} there, {new.get(k)!r} now)")
+        elif cfg_path.exists():
+            raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+        model = build(cfg.method, cfg.preset, **cfg.overrides)
+        self.model = model.to(self.device)
+        mc = model.config
+        self.train_set = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=cfg.stride, image_size=mc.image_size)
+        self.normalizer = ConditionNormalizer.fit(self.train_set.store)
+        self.train_set.normalizer = self.normalizer
+        if mc.condition_dim not in (0, self.normalizer.dim):
+            raise ConfigError(f"{cfg.method} expects a condition of size {mc.condition_dim}, the data gives "
+                              f"{self.normalizer.dim}")
+        try:
+            val = ClipDataset(cfg.data, "val", horizon=mc.horizon, stride=mc.horizon, image_size=mc.image_size,
+                              normalizer=self.normalizer)
+        except ImagineRosError:  # no validation split: validate on training clips (said in the log)
+            val = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=mc.horizon, image_size=mc.image_size,
+                              normalizer=self.normalizer)
+        self.val_clips = fixed_clips(val, min(cfg.val_clips, len(val)), seed=cfg.seed) if cfg.val_clips else []
+        self.sampler = ResumableSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
+        self.step_impl = get_step(cfg.method)(model, cfg)
+        self.optimizers = self.step_impl.optimizers()
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped: nn.Module = DDP(model, device_ids=ids, find_unused_parameters=True)
+        else:
+            self.wrapped = model
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bfloat16 autocast needs no loss scaling
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, batch_size=self.cfg.batch_size, sampler=self.sampler, num_workers=self.cfg.num_workers,
+            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG out of the loader
+        )
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def _data_config(self) -> dict[str, Any]:
+        return {**self.train_set.describe(), "dataset": str(self.cfg.data)}
+
+    def _save(self, step: int, epoch: int, batch: int) -> None:
+        if not self.dist.main:
+            return
+        ckpt_root = self.out / "checkpoints"
+        name = f"step_{step:06d}"
+        folder = ckpt_root / name
+        tmp = ckpt_root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        common = dict(step=step, normalizer=self.normalizer.to_dict(), data=self._data_config(), command=self.command)
+        save_checkpoint(tmp / "model", self.model, **common)
+        save_train_state(tmp / "train", self.optimizers, self.scaler, step=step, epoch=epoch, batch=batch)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        latest = ckpt_root / "latest"
+        tmp_latest = ckpt_root / ".latest.tmp"
+        tmp_latest.write_text(name + "\n")
+        os.replace(tmp_latest, latest)
+        save_checkpoint(self.out / "model", self.model, **common)
+        olds = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+        for p in olds[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _restore(self) -> tuple[int, int, int]:
+        """Load the newest checkpoint into model/optimizers/scaler/RNG; return (step, epoch, batch)."""
+        from imagine_ros.models.checkpoint import load_checkpoint
+
+        latest = self.out / "checkpoints" / "latest"
+        if not latest.exists():
+            return 0, 0, 0  # killed before its first checkpoint: start over
+        folder = self.out / "checkpoints" / latest.read_text().strip()
+        ckpt = load_checkpoint(folder / "model", device=self.device)
+        self.model.load_state_dict(ckpt.model.state_dict())
+        state = load_train_state(folder / "train", self.optimizers, self.scaler, device=self.device)
+        return state["step"], state["epoch"], state["batch"]
+
+    # -------------------------------------------------------------------------------------------------- validate
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        if not self.val_clips:
+            return {}
+        was_training = model.training
+        model.eval()
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        results: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "diversity": []}
+        samples_for_gif = []
+        for i in range(0, len(self.val_clips), 8):
+            chunk = self.val_clips[i : i + 8]
+            x0 = torch.stack([c["x0"] for c in chunk]).to(self.device)
+            future = torch.stack([c["future"] for c in chunk]).to(self.device)
+            cond = torch.stack([c["condition"] for c in chunk]).to(self.device) if model.config.condition_dim else None
+            out = model.sample(x0, cond, cfg.val_samples, generator=g)
+            m = best_of_n(out.frames, future)
+            for k in results:
+                results[k].append(m[k].cpu())
+            if len(samples_for_gif) < cfg.gif_clips:
+                samples_for_gif.append((x0.cpu(), future.cpu(), out.frames.cpu()))
+        metrics = {f"val/{k}@{cfg.val_samples}" if k != "diversity" else "val/diversity": float(torch.cat(v).mean())
+                   for k, v in results.items()}
+        if samples_for_gif:
+            self._write_gif(step, samples_for_gif)
+        if was_training:
+            model.train()
+        return metrics
+
+    def _write_gif(self, step: int, chunks) -> None:
+        from imagine_ros.viz import video_grid, write_gif
+
+        x0 = torch.cat([c[0] for c in chunks])[: self.cfg.gif_clips]
+        future = torch.cat([c[1] for c in chunks])[: self.cfg.gif_clips]
+        samples = torch.cat([c[2] for c in chunks])[: self.cfg.gif_clips, :4]
+        truth = torch.cat([x0[:, None], future], 1)[:, None]  # (B, 1, T+1, 3, H, W)
+        pred = torch.cat([x0[:, None, None].expand(-1, samples.shape[1], 1, -1, -1, -1), samples], 2)
+        grid = video_grid(tensor_to_frames(torch.cat([truth, pred], 1)))
+        write_gif(self.out / "samples" / f"step_{step:06d}.gif", grid, fps=4, scale=2)
+        if self.tb is not None:
+            strip = np.concatenate(list(grid), axis=1)  # time along x
+            self.tb.add_image("samples", strip, step, dataformats="HWC")
+
+    # ------------------------------------------------------------------------------------------------------- fit
+    def fit(self) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if self.dist.main:
+            self._check_run_folder()
+        self._build()
+        start, epoch, batch_in_epoch = self._restore() if self.resume else (0, 0, 0)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        self.tb = None
+        if self.dist.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=start if start else None)
+        last_metrics: dict[str, float] = {}
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.method}", disable=not (cfg.progress and
+                   self.dist.main), dynamic_ncols=True)
+        self.model.train()
+        step = start
+        t_last, steps_last = time.perf_counter(), step
+        try:
+            while step < cfg.steps:
+                self.sampler.set_position(epoch, batch_in_epoch)
+                for batch in self._loader():
+                    batch = _to(batch, self.device)
+                    logs = self._train_step(batch, step)
+                    step += 1
+                    batch_in_epoch += 1
+                    if batch_in_epoch >= self.sampler.batches_per_epoch:
+                        epoch, batch_in_epoch = epoch + 1, 0
+                    bar.update(1)
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        now = time.perf_counter()
+                        logs["steps_per_s"] = (step - steps_last) / max(now - t_last, 1e-9)
+                        t_last, steps_last = now, step
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+                        if self.tb is not None:
+                            for k, v in logs.items():
+                                self.tb.add_scalar(f"train/{k}", v, step)
+                    if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                        self._save(step, epoch, batch_in_epoch)
+                        self._barrier()
+                    if (step % cfg.val_every == 0 or step == cfg.steps) and self.dist.main:
+                        last_metrics = self.validate(step)
+                        self._log_metrics(step, last_metrics)
+                    if step >= cfg.steps:
+                        break
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.close()
+        return last_metrics
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if not metrics:
+            return
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def _train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for phase in self.step_impl.phases(step):
+            opt = self.optimizers[phase]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                loss, phase_logs = self.step_impl.loss(phase, batch, self.wrapped, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite {phase} loss at step {step}: {loss.item()}")
+            self.scaler.scale(loss).backward()
+            if self.cfg.grad_clip > 0:
+                self.scaler.unscale_(opt)
+                params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+                logs[f"grad_norm/{phase}"] = float(norm)
+            self.scaler.step(opt)
+            self.scaler.update()
+            logs.update(phase_logs)
+        self.step_impl.after_step(batch, None)
+        return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))}
+
+
+def train(cfg: TrainConfig, resume: bool = False, command: list[str] | None = None) -> dict[str, float]:
+    """Run a training job; returns the final validation metrics."""
+    return Trainer(cfg, command=command, resume=resume).fit()
