@@ -178,26 +178,37 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="small", choices=PRESETS, help="model config preset (default small)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (imagine-ros collect / shapes)")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (created; must be new unless --resume)")
-    p.add_argument("--set", type=_env_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model config field, e.g. --set horizon=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        type=_env_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config field, e.g. --set horizon=5 (repeatable)",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps in all (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"clips per step and process "
-                   f"(default {d.batch_size})")
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"clips per step and process (default {d.batch_size})"
+    )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help=f"max gradient norm, 0 = off "
-                   f"(default {d.grad_clip})")
+    p.add_argument(
+        "--grad-clip", type=float, default=None, help="max gradient norm per optimizer, 0 = off (default: the method's)"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and data order (default {d.seed})")
     p.add_argument("--device", default=d.device, help="auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
     p.add_argument("--workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")
     p.add_argument("--log-every", type=int, default=d.log_every, help=f"steps between logs (default {d.log_every})")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help=f"steps between checkpoints "
-                   f"(default {d.ckpt_every})")
-    p.add_argument("--val-every", type=int, default=d.val_every, help=f"steps between validations "
-                   f"(default {d.val_every})")
+    p.add_argument(
+        "--ckpt-every", type=int, default=d.ckpt_every, help=f"steps between checkpoints (default {d.ckpt_every})"
+    )
+    p.add_argument(
+        "--val-every", type=int, default=d.val_every, help=f"steps between validations (default {d.val_every})"
+    )
     p.add_argument("--val-clips", type=int, default=d.val_clips, help=f"validation clips (default {d.val_clips})")
-    p.add_argument("--val-samples", type=int, default=d.val_samples, help=f"N of PSNR@N/SSIM@N "
-                   f"(default {d.val_samples})")
+    p.add_argument(
+        "--val-samples", type=int, default=d.val_samples, help=f"N of PSNR@N/SSIM@N (default {d.val_samples})"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_train)
@@ -207,16 +218,242 @@ def _cli_train(args: argparse.Namespace) -> int:
     from imagine_ros.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        method=args.method, data=args.data, out=args.out, preset=args.config, overrides=dict(args.set),
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, grad_clip=args.grad_clip, seed=args.seed,
-        device=args.device, amp=not args.no_amp, num_workers=args.workers, log_every=args.log_every,
-        ckpt_every=args.ckpt_every, val_every=args.val_every, val_clips=args.val_clips, val_samples=args.val_samples,
+        method=args.method,
+        data=args.data,
+        out=args.out,
+        preset=args.config,
+        overrides=dict(args.set),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        device=args.device,
+        amp=not args.no_amp,
+        num_workers=args.workers,
+        log_every=args.log_every,
+        ckpt_every=args.ckpt_every,
+        val_every=args.val_every,
+        val_clips=args.val_clips,
+        val_samples=args.val_samples,
         progress=not args.no_progress,
     )
     metrics = train(cfg, resume=args.resume, command=["imagine-ros", *args.argv])
     shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items())
-    print(f"{args.out}: trained {args.method} ({args.config}) to step {cfg.steps}; model at {args.out}/model.json"
-          + (f"; validation: {shown}" if shown else ""))
+    print(
+        f"{args.out}: trained {args.method} ({args.config}) to step {cfg.steps}; model at {args.out}/model.json"
+        + (f"; validation: {shown}" if shown else "")
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="PSNR@N / SSIM@N / diversity of checkpoints (and the copy_last floor) on a dataset split",
+        description="Evaluate each checkpoint on the same fixed clips of a split and print a table; copy_last at the "
+        "first checkpoint's size and horizon is added as the floor.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="CKPT",
+        help="model checkpoint (RUN/model.json or any NAME.json); repeatable",
+    )
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"], help="split (default val)")
+    p.add_argument("--clips", type=int, default=64, help="clips to evaluate (default 64)")
+    p.add_argument("--samples", type=int, default=8, help="N of PSNR@N / SSIM@N (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clip choice and of sampling (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--no-copy-last", action="store_true", help="leave out the copy_last floor")
+    p.add_argument("--out", metavar="DIR", default=None, help="also write results.json and table.md here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_evaluate)
+
+
+def _cli_evaluate(args: argparse.Namespace) -> int:
+    from imagine_ros.predictor import Predictor
+    from imagine_ros.training.evaluate import copy_last_like, evaluate, table, write_results
+
+    predictors = [
+        (
+            Path(c).parent.name if Path(c).stem == "model" else Path(c).stem,
+            Predictor.from_checkpoint(c, device=args.device),
+        )
+        for c in args.checkpoint
+    ]
+    if not args.no_copy_last:
+        predictors.append(("copy_last", copy_last_like(predictors[0][1])))
+    results = [
+        evaluate(
+            pred, args.data, args.split, args.clips, args.samples, args.seed, name=name, progress=not args.no_progress
+        )
+        for name, pred in predictors
+    ]
+    print(table(results, args.split, args.data))
+    if args.out:
+        print(f"written to {write_results(results, args.out, args.split, args.data)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- predict
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="sample futures of one image with a checkpoint and write them as a GIF with flow colour maps",
+        description="Sample futures of an image (a PNG/JPEG file, or a frame of a dataset) and write a GIF: one row "
+        "per sample, the predicted frames on the left and their flow colour maps on the right.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", metavar="FILE", help="image file; resized to the model's input size")
+    src.add_argument("--data", metavar="DIR", help="dataset folder (with --episode and --frame)")
+    p.add_argument("--episode", type=int, default=0, help="episode of --data (default 0)")
+    p.add_argument("--frame", type=int, default=0, help="frame of that episode (default 0)")
+    p.add_argument(
+        "--condition",
+        default=None,
+        metavar="X,Y,Z",
+        help="eta, the end-effector target in metres (default: none; with --data: the episode's true one)",
+    )
+    p.add_argument("--samples", type=int, default=4, help="samples (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--out", required=True, metavar="GIF", help="GIF to write")
+    p.add_argument("--scale", type=int, default=3, help="upscaling factor (default 3)")
+    p.set_defaults(func=_cli_predict)
+
+
+def _cli_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from imagine_ros.predictor import Predictor
+    from imagine_ros.viz import flow_to_rgb, video_grid, write_gif
+
+    pred = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    s = pred.image_size
+    condition = None
+    if args.image:
+        import cv2
+
+        img = cv2.imread(args.image, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ConfigError(f"cannot read an image from {args.image}")
+        image = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (s, s), interpolation=cv2.INTER_AREA)
+    else:
+        from imagine_ros.constants import EE_POS, FRAMES
+        from imagine_ros.sim.storage import EpisodeStore
+
+        store = EpisodeStore(args.data)
+        last = args.frame + pred.horizon
+        if not 0 <= args.frame or last >= store.frames_per_episode:
+            raise ConfigError(
+                f"--frame must be in [0, {store.frames_per_episode - 1 - pred.horizon}] for horizon {pred.horizon}"
+            )
+        import cv2
+
+        image = cv2.resize(
+            store.read(args.episode, FRAMES, args.frame, args.frame + 1)[0], (s, s), interpolation=cv2.INTER_AREA
+        )
+        if pred.condition_dim:
+            condition = store.read(args.episode, EE_POS, last, last + 1)
+    if args.condition is not None:
+        try:
+            condition = np.array([[float(v) for v in args.condition.split(",")]], np.float32)
+        except ValueError:
+            raise ConfigError(f"--condition must be numbers separated by commas, got {args.condition!r}") from None
+    if condition is not None and not pred.condition_dim:
+        condition = None
+    out = pred.predict(image[None], condition, num_samples=args.samples, seed=args.seed)
+    frames = np.concatenate([np.broadcast_to(image, (args.samples, 1, s, s, 3)), out.frames[0]], 1)
+    flows = flow_to_rgb(np.concatenate([np.zeros((args.samples, 1, s, s, 2), np.float32), out.flows[0]], 1))
+    grid = video_grid(np.stack([frames, flows], 1))
+    write_gif(args.out, grid, fps=4, scale=args.scale)
+    print(
+        f"{args.out}: {args.samples} samples x {pred.horizon} frames of {pred.method} ({out.flow_source} flows), "
+        f"{out.timing['total'] * 1000:.0f} ms"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------- shapes-kl
+def _add_shapes_kl(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shapes-kl",
+        help="reproduce Visual Dynamics' Shapes experiment: KL of predicted vs true displacement histograms",
+        description="End to end: generate the Shapes dataset (unless --data is given), train visual_dynamics on it "
+        "(unless --checkpoint is given; an interrupted training resumes), sample next frames for test images, and "
+        "write the KL table beside the paper's numbers and a plot of the histograms into OUT.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (data/, run/, table.md, histograms.png)")
+    p.add_argument("--data", metavar="DIR", default=None, help="existing Shapes dataset (default: OUT/data)")
+    p.add_argument("--checkpoint", metavar="CKPT", default=None, help="trained model (default: train into OUT/run)")
+    p.add_argument("--image-size", type=int, default=32, help="Shapes image side when generating (default 32)")
+    p.add_argument("--dataset-episodes", type=int, default=6000, help="Shapes episodes to generate (default 6000)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch (default 32)")
+    p.add_argument("--config", default="small", choices=["tiny", "small", "paper"], help="model preset (default small)")
+    p.add_argument("--episodes", type=int, default=200, help="test images to evaluate (default 200)")
+    p.add_argument("--samples", type=int, default=20, help="samples per test image (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="processes for data generation (default 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_shapes_kl)
+
+
+def _cli_shapes_kl(args: argparse.Namespace) -> int:
+    from imagine_ros.predictor import Predictor
+    from imagine_ros.sim.shapes import ShapesConfig, collect_shapes
+    from imagine_ros.training import shapes_kl
+    from imagine_ros.training.evaluate import copy_last_like
+    from imagine_ros.training.trainer import TrainConfig, train
+
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    if not args.data:
+        collect_shapes(
+            data,
+            args.dataset_episodes,
+            workers=args.workers,
+            seed=args.seed,
+            config=ShapesConfig(image_size=args.image_size),
+            progress=not args.no_progress,
+        )
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from imagine_ros.sim.storage import EpisodeStore
+
+        size = EpisodeStore(data).image_shape[0]
+        run = out / "run"
+        cfg = TrainConfig(
+            method="visual_dynamics",
+            data=str(data),
+            out=str(run),
+            preset=args.config,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
+            overrides={"image_size": size, "pyramid_top": size, "horizon": 1, "condition_dim": 0},
+            val_every=max(1, args.steps // 5),
+            ckpt_every=100,
+        )
+        if not (run / "model.json").exists() or json.loads((run / "model.json").read_text())["step"] < args.steps:
+            train(cfg, resume=(run / "config.json").exists(), command=["imagine-ros", *args.argv])
+        checkpoint = run / "model.json"
+    ours = Predictor.from_checkpoint(checkpoint, device=args.device)
+    predictors = {"visual_dynamics (ours)": ours, "copy_last": copy_last_like(ours)}
+    result = shapes_kl.run(
+        predictors, data, "test", args.episodes, args.samples, args.seed, progress=not args.no_progress
+    )
+    shapes_kl.write(result, out)
+    print(shapes_kl.table(result))
+    print(f"written to {out}/table.md, {out}/kl.json and {out}/histograms.png")
     return 0
 
 
@@ -236,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     register_export_bag(sub)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_shapes_kl(sub)
     return parser
 
 

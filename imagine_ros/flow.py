@@ -18,7 +18,7 @@ def dis_flows(x0: np.ndarray, frames: np.ndarray, preset: int = cv2.DISOPTICAL_F
     x0 = np.asarray(x0)
     frames = np.asarray(frames)
     if x0.ndim != 3 or x0.shape[-1] != 3 or frames.shape[-3:] != x0.shape:
-        raise ValueError(f"x0 must be (H, W, 3) and frames (..., H, W, 3) of the same size, got {x0.shape}, {frames.shape}")
+        raise ValueError(f"x0 must be (H, W, 3) and frames (..., H, W, 3) of its size, got {x0.shape}, {frames.shape}")
     dis = cv2.DISOpticalFlow_create(preset)
     g0 = cv2.cvtColor(np.ascontiguousarray(x0, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
     flat = frames.reshape(-1, *x0.shape)

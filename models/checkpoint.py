@@ -142,8 +142,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
         raise CheckpointError(f"weights in {weights.name} do not match the {cls.name} config ({'; '.join(parts)})")
     model.load_state_dict(state, strict=True)
     return LoadedCheckpoint(model=model.to(device).eval(), meta=meta)

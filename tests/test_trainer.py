@@ -18,8 +18,23 @@ from imagine_ros.models.checkpoint import load_checkpoint
 from imagine_ros.sim.collect import collect_push
 from imagine_ros.training.trainer import TrainConfig, train
 
-TINY = ["--method", "visual_dynamics", "--config", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress",
-        "--device", "cpu", "--val-clips", "4", "--val-samples", "2"]
+TINY = [
+    "--method",
+    "visual_dynamics",
+    "--config",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--val-clips",
+    "4",
+    "--val-samples",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +50,25 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_training_writes_checkpoints_metrics_samples_and_tensorboard(data, tmp_path):
     run = tmp_path / "run"
-    assert cli_main(["train", *TINY, "--data", str(data), "--out", str(run), "--steps", "6", "--ckpt-every", "3",
-                     "--val-every", "3"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                *TINY,
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--steps",
+                "6",
+                "--ckpt-every",
+                "3",
+                "--val-every",
+                "3",
+            ]
+        )
+        == 0
+    )
     ckpt = load_checkpoint(run / "model")
     assert ckpt.step == 6 and ckpt.meta["normalizer"]["type"] == "condition_normalizer"
     assert ckpt.meta["command"][:2] == ["imagine-ros", "train"] and ckpt.meta["data"]["horizon"] >= 1
@@ -89,9 +121,28 @@ def test_run_folder_rules(data, tmp_path, capsys):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_ddp_with_two_cpu_processes(data, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "imagine_ros.cli", "train", *TINY, "--data", str(data), "--out", str(run), "--steps", "4",
-           "--ckpt-every", "2", "--val-every", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "imagine_ros.cli",
+        "train",
+        *TINY,
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        "4",
+        "--ckpt-every",
+        "2",
+        "--val-every",
+        "4",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,7 +152,19 @@ def test_ddp_with_two_cpu_processes(data, tmp_path):
     out = ckpt.model.sample(torch.zeros(1, 3, s, s), torch.zeros(1, 3), 2)
     assert out.frames.shape[:3] == (1, 2, ckpt.model.config.horizon)
     single = tmp_path / "single"
-    train(TrainConfig(method="visual_dynamics", data=str(data), out=str(single), preset="tiny", steps=4,
-                      batch_size=4, num_workers=0, device="cpu", val_every=100, progress=False))
+    train(
+        TrainConfig(
+            method="visual_dynamics",
+            data=str(data),
+            out=str(single),
+            preset="tiny",
+            steps=4,
+            batch_size=4,
+            num_workers=0,
+            device="cpu",
+            val_every=100,
+            progress=False,
+        )
+    )
     # two processes see two different batches per step, so the weights differ from one process's
     assert any(not torch.equal(weights(run)[k], weights(single)[k]) for k in weights(run))

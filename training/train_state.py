@@ -81,8 +81,9 @@ def load_train_state(
     except (OSError, ValueError) as e:
         raise ImagineRosError(f"training state {path} cannot be read ({e}); delete the checkpoint folder") from None
     if set(tree["optimizers"]) != set(optimizers):
-        raise ImagineRosError(f"training state {path} has optimizers {sorted(tree['optimizers'])}, "
-                              f"this method uses {sorted(optimizers)}")
+        raise ImagineRosError(
+            f"training state {path} has optimizers {sorted(tree['optimizers'])}, this method uses {sorted(optimizers)}"
+        )
     for name, opt in optimizers.items():
         opt.load_state_dict(_join(tree["optimizers"][name], tensors, device))
     if tree["scaler"]:

@@ -61,7 +61,7 @@ class TrainConfig:
     lr: float | None = None  # None: the method's default
     betas: tuple[float, float] | None = None
     weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max global grad norm per optimizer; 0 disables
+    grad_clip: float | None = None  # max global grad norm per optimizer; 0 disables; None: the method's default
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision (bfloat16 autocast) on CUDA; ignored on CPU
@@ -84,7 +84,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "val_every", "val_samples", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.val_clips < 0 or self.gif_clips < 0 or self.grad_clip < 0:
+        if self.num_workers < 0 or self.val_clips < 0 or self.gif_clips < 0 or (self.grad_clip or 0) < 0:
             raise ConfigError("num_workers, val_clips, gif_clips and grad_clip must be >= 0")
         if self.betas is not None:
             self.betas = tuple(self.betas)
@@ -184,12 +184,17 @@ class Trainer:
                 raise ConfigError(f"--resume: {self.out} holds no run (no config.json); start it without --resume")
             old = json.loads(cfg_path.read_text())
             new = self.cfg.to_dict()
-            diffs = [k for k in sorted(set(old) | set(new))
-                     if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+            diffs = [
+                k
+                for k in sorted(set(old) | set(new))
+                if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != new.get(k)
+            ]
             if diffs:
                 k = diffs[0]
-                raise ConfigError(f"--resume: setting {k!r} differs from the run in {self.out} "
-                                  f"({old.get(k)!r} there, {new.get(k)!r} now)")
+                raise ConfigError(
+                    f"--resume: setting {k!r} differs from the run in {self.out} "
+                    f"({old.get(k)!r} there, {new.get(k)!r} now)"
+                )
         elif cfg_path.exists():
             raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
 
@@ -203,18 +208,32 @@ class Trainer:
         self.normalizer = ConditionNormalizer.fit(self.train_set.store)
         self.train_set.normalizer = self.normalizer
         if mc.condition_dim not in (0, self.normalizer.dim):
-            raise ConfigError(f"{cfg.method} expects a condition of size {mc.condition_dim}, the data gives "
-                              f"{self.normalizer.dim}")
+            raise ConfigError(
+                f"{cfg.method} expects a condition of size {mc.condition_dim}, the data gives {self.normalizer.dim}"
+            )
         try:
-            val = ClipDataset(cfg.data, "val", horizon=mc.horizon, stride=mc.horizon, image_size=mc.image_size,
-                              normalizer=self.normalizer)
+            val = ClipDataset(
+                cfg.data,
+                "val",
+                horizon=mc.horizon,
+                stride=mc.horizon,
+                image_size=mc.image_size,
+                normalizer=self.normalizer,
+            )
         except ImagineRosError:  # no validation split: validate on training clips (said in the log)
-            val = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=mc.horizon, image_size=mc.image_size,
-                              normalizer=self.normalizer)
+            val = ClipDataset(
+                cfg.data,
+                "train",
+                horizon=mc.horizon,
+                stride=mc.horizon,
+                image_size=mc.image_size,
+                normalizer=self.normalizer,
+            )
         self.val_clips = fixed_clips(val, min(cfg.val_clips, len(val)), seed=cfg.seed) if cfg.val_clips else []
         self.sampler = ResumableSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.step_impl = get_step(cfg.method)(model, cfg)
         self.optimizers = self.step_impl.optimizers()
+        self.grad_clip = self.step_impl.default_grad_clip if cfg.grad_clip is None else cfg.grad_clip
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -227,8 +246,13 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         return DataLoader(
-            self.train_set, batch_size=self.cfg.batch_size, sampler=self.sampler, num_workers=self.cfg.num_workers,
-            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=False,
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
             generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG out of the loader
         )
 
@@ -294,8 +318,10 @@ class Trainer:
                 results[k].append(m[k].cpu())
             if len(samples_for_gif) < cfg.gif_clips:
                 samples_for_gif.append((x0.cpu(), future.cpu(), out.frames.cpu()))
-        metrics = {f"val/{k}@{cfg.val_samples}" if k != "diversity" else "val/diversity": float(torch.cat(v).mean())
-                   for k, v in results.items()}
+        metrics = {
+            f"val/{k}@{cfg.val_samples}" if k != "diversity" else "val/diversity": float(torch.cat(v).mean())
+            for k, v in results.items()
+        }
         if samples_for_gif:
             self._write_gif(step, samples_for_gif)
         if was_training:
@@ -334,8 +360,13 @@ class Trainer:
 
             self.tb = SummaryWriter(str(self.out / "tb"), purge_step=start if start else None)
         last_metrics: dict[str, float] = {}
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.method}", disable=not (cfg.progress and
-                   self.dist.main), dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start,
+            desc=f"train {cfg.method}",
+            disable=not (cfg.progress and self.dist.main),
+            dynamic_ncols=True,
+        )
         self.model.train()
         step = start
         t_last, steps_last = time.perf_counter(), step
@@ -397,15 +428,14 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite {phase} loss at step {step}: {loss.item()}")
             self.scaler.scale(loss).backward()
-            if self.cfg.grad_clip > 0:
-                self.scaler.unscale_(opt)
-                params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-                norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-                logs[f"grad_norm/{phase}"] = float(norm)
+            self.scaler.unscale_(opt)
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)  # also measures the norm
+            logs[f"grad_norm/{phase}"] = float(norm)
             self.scaler.step(opt)
             self.scaler.update()
             logs.update(phase_logs)
-        self.step_impl.after_step(batch, None)
+        self.step_impl.after_step(batch)
         return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))}
 
 

@@ -8,7 +8,7 @@ optimizer itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 class TrainStep(ABC):
     """Training logic of one method (see module docstring)."""
+
+    #: gradient-norm clip used when the run does not set one (``--grad-clip``); None = no clipping
+    default_grad_clip: ClassVar[float | None] = 1.0
 
     def __init__(self, model: Method, train_config: TrainConfig):
         self.model = model
@@ -38,9 +41,11 @@ class TrainStep(ABC):
         return ["model"]
 
     @abstractmethod
-    def loss(self, phase: str, batch: dict[str, torch.Tensor], model: nn.Module, step: int) -> tuple[torch.Tensor, dict]:
+    def loss(
+        self, phase: str, batch: dict[str, torch.Tensor], model: nn.Module, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar loss of ``phase`` and floats to log. ``model`` is the (possibly DDP-wrapped) module to call
         ``forward`` on; ``batch`` holds ``x0 (B,3,H,W)``, ``future (B,T,3,H,W)`` in [-1, 1], ``condition (B,C)``."""
 
-    def after_step(self, batch: dict[str, torch.Tensor], outputs_cache: Any) -> None:
+    def after_step(self, batch: dict[str, torch.Tensor]) -> None:  # noqa: B027 (an optional hook)
         """Optional hook after all phases of a step (e.g. update a bank of posteriors)."""
