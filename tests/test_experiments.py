@@ -57,8 +57,29 @@ def test_evaluate_copy_last_matches_a_direct_computation(push):
 
 def test_evaluate_cli_prints_and_writes_the_table(push, tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert cli_main(["evaluate", "--data", str(push), "--checkpoint", str(tiny_ckpt), "--split", "all", "--clips", "3",
-                     "--samples", "2", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--data",
+                str(push),
+                "--checkpoint",
+                str(tiny_ckpt),
+                "--split",
+                "all",
+                "--clips",
+                "3",
+                "--samples",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| vd | visual_dynamics |" in text and "| copy_last | copy_last |" in text and "PSNR@2" in text
     rows = json.loads((out / "results.json").read_text())
@@ -97,21 +118,73 @@ def test_shapes_kl_ranks_copy_last_below_the_measurement_floor(shapes, tmp_path)
 
 def test_shapes_kl_cli_end_to_end_with_training(tmp_path, capsys):
     out = tmp_path / "exp"
-    assert cli_main(["shapes-kl", "--out", str(out), "--config", "tiny", "--image-size", "16", "--dataset-episodes",
-                     "60", "--steps", "3", "--batch-size", "4", "--episodes", "5", "--samples", "2", "--workers", "1",
-                     "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "shapes-kl",
+                "--out",
+                str(out),
+                "--config",
+                "tiny",
+                "--image-size",
+                "16",
+                "--dataset-episodes",
+                "60",
+                "--steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--episodes",
+                "5",
+                "--samples",
+                "2",
+                "--workers",
+                "1",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / "run" / "model.json").exists() and (out / "histograms.png").exists()
     assert "visual_dynamics (ours)" in capsys.readouterr().out
 
 
 def test_predict_cli_writes_frames_and_flow_maps(push, tiny_ckpt, tmp_path):
     gif = tmp_path / "p.gif"
-    assert cli_main(["predict", "--checkpoint", str(tiny_ckpt), "--data", str(push), "--episode", "1", "--frame", "2",
-                     "--samples", "3", "--out", str(gif), "--scale", "1", "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--checkpoint",
+                str(tiny_ckpt),
+                "--data",
+                str(push),
+                "--episode",
+                "1",
+                "--frame",
+                "2",
+                "--samples",
+                "3",
+                "--out",
+                str(gif),
+                "--scale",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     from PIL import Image
 
     with Image.open(gif) as im:
         horizon = build("visual_dynamics", "tiny").config.horizon
         assert im.n_frames == horizon + 1 and im.size == (2 * 16 + 1, 3 * 17 - 1)
-    assert cli_main(["predict", "--checkpoint", str(tiny_ckpt), "--image", str(tmp_path / "missing.png"),
-                     "--out", str(gif)]) == 2
+    assert (
+        cli_main(
+            ["predict", "--checkpoint", str(tiny_ckpt), "--image", str(tmp_path / "missing.png"), "--out", str(gif)]
+        )
+        == 2
+    )
