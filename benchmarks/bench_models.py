@@ -7,10 +7,11 @@ What is measured (on the CPU, and on CUDA too when ``torch.cuda.is_available()``
    ``conv2d`` over the whole batch) against :func:`~imagine_ros.models.visual_dynamics.cross_convolve_loop` (a Python
    loop over the batch) at batch 32 (= a training batch of 16 clips x 2 pairs, or a sampling batch of 4 inputs x 8
    samples), with the shapes of the ``small`` and ``paper`` configs: ``num_kernels`` channels, the feature-map side of
-   every pyramid scale (``(pyramid_top >> s) / 4``) and ``kernel_size``. Median (and best) time of each scale and of a
-   whole pyramid (all scales one after the other), and the loop / batched ratio. The two results are also compared.
+   every pyramid scale (``(pyramid_top >> s) / 4``) and ``kernel_size``. Batched and loop calls alternate; the table
+   gives the median (and best) time of each scale and of a whole pyramid (the sums over the scales), the loop / batched
+   ratio, and the largest difference between the two results.
 
-2. For each method in ``--methods`` (default ``visual_dynamics``) and preset ``small`` and ``paper``:
+2. For each method in ``--methods`` (default ``visual_dynamics``) and preset in ``--presets`` (``small,paper``):
 
    * training steps/s: one real step as the trainer does it (:meth:`TrainStep.loss` per phase, ``backward``, gradient
      norm clipping at the step's default, Adam ``step``, then :meth:`TrainStep.after_step`), with the method's
@@ -19,30 +20,37 @@ What is measured (on the CPU, and on CUDA too when ``torch.cuda.is_available()``
    * inference samples/s: ``model.eval().sample(x0, condition, num_samples=8)`` on 4 random images, counting
      ``B * N = 32`` samples of the full horizon per call.
 
-   Each is warmed up (the FLOP-counting call below, then one more untimed call) and timed several times; the table
-   gives the median and the best.
+   Each is warmed up and timed several times (CPU: 5, ``paper`` 2; CUDA: 10); the tables give the median and the
+   best (rates from the median time and from the best time).
 
 3. Achieved FLOP/s: the FLOPs of one training step and one inference call are counted with
-   :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products only, a multiply-add = 2 FLOPs)
-   and divided by the measured times. The same run measures a float32 2048x2048 @ 2048x2048 matrix product (median of
-   several) as the machine's reference FLOP/s (on CUDA also a bfloat16 one, the reference for autocast training), and
-   the model figures are given as a fraction of it.
+   :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products only, a multiply-add = 2
+   FLOPs, zero padding counted as work) and divided by the measured times. As every layer of these models works per
+   sample, the count is taken on a 1-clip step and a 1-sample call (that is also the first warm-up) and multiplied by
+   the batch (a method whose cost is not linear in the batch sets ``MethodBench.flops_linear = False``). The same run
+   measures a float32 2048x2048 @ 2048x2048 matrix product (median of several) as the machine's reference FLOP/s
+   (on CUDA also a bfloat16 one, the reference of autocast training); the model figures are given as a fraction of
+   it (median with median, best with best).
 
-Targets: batched cross convolution >= 10x faster than the loop at batch 32; inference >= 30% of the float32 matmul
-FLOP/s (``small`` and ``paper``). The exit code is 0 whether or not they are met (this is a benchmark, not a test).
+Targets: batched cross convolution >= 10x faster than the loop at batch 32 (whole pyramid: the sums of the scales'
+times); inference >= 30% of the float32 matmul FLOP/s (``small`` and ``paper``). The exit code is 0 whether or not they
+are met (this is a benchmark, not a test).
 
-The machine may be shared: every section measures how many cores other processes kept busy meanwhile (``/proc/stat``
-minus this process) and flags it; with other load the figures say little about the code.
+Other load makes the figures meaningless (with torch's threads on every core, one busy core stalls every parallel
+region): every section measures how many cores other processes kept busy meanwhile (``/proc/stat`` minus this
+process) and flags it. Run on an otherwise idle machine.
 
-``--quick`` (well under a minute on 2 cores) shrinks the work: fewer repeats, training batches of 4 (``small``) and 2
-(``paper``) clips, inference on 2 x 2 (``small``) and 1 x 1 (``paper``, horizon 2) samples. The default run takes
-about 15 minutes on 2 CPU cores (the ``paper`` preset is ~14 TFLOP per inference call).
+Duration on 2 CPU cores: the default run takes about 25 minutes, nearly all of it the ``paper`` preset (about 5 TFLOP
+per training step of 16 clips and 17 TFLOP per inference call of 32 samples x 10 frames, minutes each);
+``--presets small`` takes a few minutes. ``--quick`` only checks that everything runs (well under a minute on an
+idle machine): 1 cross-convolution and 2 model repeats, no extra warm-up, ``small`` training on 2 clips, inference of
+1 sample, horizons cut to 2 (``small``) and 1 (``paper``), no ``paper`` training. Its figures are not the target sizes.
 
 Run::
 
     python benchmarks/bench_models.py
     python benchmarks/bench_models.py --quick
-    python benchmarks/bench_models.py --threads 2 --json bench_models.json
+    python benchmarks/bench_models.py --presets small --threads 2 --json bench_models.json
 
 Adding a method: write a ``_setup_<method>(preset, device, sizes)`` that returns a :class:`MethodBench` (the model,
 its training step and optimizers, a training batch, the inference inputs) and register it in :data:`SETUPS`.
@@ -69,11 +77,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imagine_ros.constants import CONDITION, FUTURE, X0
 from imagine_ros.models import METHODS, Method, build
+from imagine_ros.models import PRESETS as MODEL_PRESETS
 from imagine_ros.models.visual_dynamics import VisualDynamicsConfig, cross_convolve, cross_convolve_loop
 from imagine_ros.training.steps import TrainStep, get_step
 from imagine_ros.training.trainer import TrainConfig
 
-PRESETS = ("small", "paper")
+PRESETS = ("small", "paper")  # benchmarked by default (--presets may add "tiny")
 CROSS_BATCH = 32
 MATMUL_SIZE = 2048
 NUM_SAMPLES = 8  # N of an inference call
@@ -206,39 +215,46 @@ def _cross_shapes(preset: str) -> list[tuple[int, int, int]]:
     return [(cfg.num_kernels, (cfg.pyramid_top >> s) // 4, cfg.kernel_size) for s in range(cfg.num_scales)]
 
 
-def bench_cross(preset: str, device: torch.device, repeats: int) -> list[dict]:
-    """One row per scale and one for the whole pyramid ("all")."""
+def bench_cross(preset: str, device: torch.device, repeats: int, warmup: int) -> list[dict]:
+    """One row per scale and one for the whole pyramid ("all": the sums of the scales' medians, resp. bests).
+
+    Batched and loop calls alternate (warm-up calls first) so that background load hits both alike."""
     g = torch.Generator().manual_seed(0)
-    inputs = []
+    rows = []
     for c, side, k in _cross_shapes(preset):
         feats = torch.randn(CROSS_BATCH, c, side, side, generator=g).to(device)
         kernels = torch.randn(CROSS_BATCH, c, k, k, generator=g).to(device)
-        inputs.append((c, side, k, feats, kernels))
-    rows = []
-    for c, side, k, feats, kernels in inputs:
+        times: dict[str, list[float]] = {"batched": [], "loop": []}
         with torch.no_grad():
             err = (cross_convolve(feats, kernels) - cross_convolve_loop(feats, kernels)).abs().max().item()
-            batched = _timeit(lambda f=feats, w=kernels: cross_convolve(f, w), repeats, device, warmup=2)
-            loop = _timeit(lambda f=feats, w=kernels: cross_convolve_loop(f, w), repeats, device, warmup=2)
-        rows.append(dict(scale=str(len(rows)), channels=c, side=side, kernel=k, batched=batched, loop=loop, err=err))
-
-    def pyramid(fn):
-        def run():
-            for _, _, _, f, w in inputs:
-                fn(f, w)
-
-        return run
-
-    with torch.no_grad():
-        batched = _timeit(pyramid(cross_convolve), repeats, device, warmup=1)
-        loop = _timeit(pyramid(cross_convolve_loop), repeats, device, warmup=1)
-    c = inputs[0][0]
-    sides = "/".join(str(side) for _, side, _, _, _ in inputs)
-    err = max(r["err"] for r in rows)
-    rows.append(dict(scale="all", channels=c, side=sides, kernel=inputs[0][2], batched=batched, loop=loop, err=err))
+            for _ in range(repeats):
+                for name, fn in (("batched", cross_convolve), ("loop", cross_convolve_loop)):
+                    times[name] += _timeit(lambda fn=fn, f=feats, w=kernels: fn(f, w), 1, device, warmup=warmup)
+                warmup = 0
+        rows.append(
+            {
+                "scale": str(len(rows)),
+                "channels": c,
+                "side": str(side),
+                "kernel": k,
+                "err": err,
+                "batched_s": times["batched"],
+                "loop_s": times["loop"],
+                **{f"{n}_{w}_s": f(times[n]) for n in times for w, f in (("median", _median), ("best", min))},
+            }
+        )
+    total = {
+        "scale": "all",
+        "channels": rows[0]["channels"],
+        "side": "/".join(r["side"] for r in rows),
+        "kernel": rows[0]["kernel"],
+        "err": max(r["err"] for r in rows),
+        **{f"{n}_{w}_s": sum(r[f"{n}_{w}_s"] for r in rows) for n in ("batched", "loop") for w in ("median", "best")},
+    }
+    rows.append(total)
     for r in rows:
-        r["ratio_median"] = _median(r["loop"]) / _median(r["batched"])
-        r["ratio_best"] = min(r["loop"]) / min(r["batched"])
+        for w in ("median", "best"):
+            r[f"ratio_{w}"] = r[f"loop_{w}_s"] / r[f"batched_{w}_s"]
     return rows
 
 
@@ -254,13 +270,14 @@ class Sizes:
     infer_batch: int = INFER_BATCH
     num_samples: int = NUM_SAMPLES
     horizon: int | None = None  # None: the preset's horizon
-    repeats: int = 5
-    warmup: int = 1  # untimed calls after the FLOP-counting one
+    train_repeats: int = 5  # 0: no training figures
+    infer_repeats: int = 5
+    warmup: int = 1  # untimed full-size calls after the FLOP-counting one
 
 
 @dataclass
 class MethodBench:
-    """What the generic timing code needs of a method."""
+    """What the generic timing code needs of a method. Batch tensors are batch-first."""
 
     model: Method
     step: TrainStep | None  # None: the method does not train
@@ -270,6 +287,9 @@ class MethodBench:
     infer_condition: torch.Tensor | None  # (B, C) or None
     num_samples: int
     amp: bool  # bfloat16 autocast around the losses (the trainer's default on CUDA)
+    #: FLOPs grow linearly with the batch (and the number of samples): count them on one clip / one sample and
+    #: scale, instead of on a full-size call (a paper-size inference call takes minutes on a CPU)
+    flops_linear: bool = True
     notes: list[str] = field(default_factory=list)
 
 
@@ -307,7 +327,7 @@ def _setup_visual_dynamics(preset: str, device: torch.device, sizes: Sizes) -> M
         infer_condition=cond,
         num_samples=sizes.num_samples,
         amp=train_cfg.amp and device.type == "cuda",
-        notes=[f"{cfg.pairs_per_clip or cfg.horizon} frame pairs per clip"],
+        notes=[f"{cfg.pairs_per_clip if 0 < cfg.pairs_per_clip < cfg.horizon else cfg.horizon} frame pairs per clip"],
     )
 
 
@@ -317,7 +337,7 @@ SETUPS: dict[str, Callable[[str, torch.device, Sizes], MethodBench]] = {
 }
 
 
-def _train_step(mb: MethodBench, device: torch.device, step_index: int) -> None:
+def _train_step(mb: MethodBench, batch: dict[str, torch.Tensor], device: torch.device, step_index: int) -> None:
     """One training step as :meth:`Trainer._train_step` does it (no DDP, no loss logging)."""
     step = mb.step
     clip = step.default_grad_clip
@@ -325,12 +345,12 @@ def _train_step(mb: MethodBench, device: torch.device, step_index: int) -> None:
         opt = mb.optimizers[phase]
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mb.amp):
-            loss, _ = step.loss(phase, mb.train_batch, mb.model, step_index)
+            loss, _ = step.loss(phase, batch, mb.model, step_index)
         loss.backward()
         params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, clip or math.inf)
         opt.step()
-    step.after_step(mb.train_batch)
+    step.after_step(batch)
 
 
 @dataclass
@@ -381,38 +401,53 @@ def bench_method(method: str, preset: str, device: torch.device, sizes: Sizes) -
     meter = OtherLoad()
     mb = SETUPS[method](preset, device, sizes)
     cfg = mb.model.config
+    clips = next(iter(mb.train_batch.values())).shape[0]
     res = ModelResult(
         method=method,
         preset=preset,
         device=str(device),
         config=cfg.to_dict(),
-        train_clips=next(iter(mb.train_batch.values())).shape[0],
+        train_clips=clips,
         infer_batch=mb.infer_x0.shape[0],
         num_samples=mb.num_samples,
         horizon=cfg.horizon,
         amp=mb.amp,
         notes=list(mb.notes),
     )
+    if mb.flops_linear:
+        res.notes.append("FLOPs counted on 1 clip / 1 sample and scaled")
     label = f"  {method}/{preset} on {device}"
-    if mb.step is not None:
+    steps = iter(range(10**9))
+    if mb.step is None:
+        res.notes.append("no training step")
+    elif not sizes.train_repeats:
+        res.notes.append("training skipped")
+    else:
         mb.model.train()
-        counter = iter(range(10**9))
-        flops = _count_flops(lambda: _train_step(mb, device, next(counter)), device)  # also the first warm-up
-        times = _timeit(lambda: _train_step(mb, device, next(counter)), sizes.repeats, device, warmup=sizes.warmup)
+        batch = {k: v[:1] for k, v in mb.train_batch.items()} if mb.flops_linear else mb.train_batch
+        scale = clips / next(iter(batch.values())).shape[0]
+        flops = scale * _count_flops(lambda: _train_step(mb, batch, device, next(steps)), device)  # + warm-up
+        times = _timeit(
+            lambda: _train_step(mb, mb.train_batch, device, next(steps)), sizes.train_repeats, device, sizes.warmup
+        )
         res.train = Timing(times, work=flops)
         print(
-            f"{label}: training {res.train_clips} clips/step: {' '.join(f'{t:.3f}' for t in times)} s/step, "
+            f"{label}: training {clips} clips/step: {' '.join(f'{t:.3f}' for t in times)} s/step, "
             f"{flops / 1e9:.1f} GFLOP/step",
             flush=True,
         )
     mb.model.eval()
     gen = torch.Generator().manual_seed(2)
 
-    def infer():
-        return mb.model.sample(mb.infer_x0, mb.infer_condition, mb.num_samples, generator=gen)
+    def infer(x0=mb.infer_x0, cond=mb.infer_condition, n=mb.num_samples):
+        return mb.model.sample(x0, cond, n, generator=gen)
 
-    flops = _count_flops(infer, device)  # also the first warm-up
-    times = _timeit(infer, sizes.repeats, device, warmup=sizes.warmup)
+    if mb.flops_linear:
+        cond1 = None if mb.infer_condition is None else mb.infer_condition[:1]
+        flops = res.samples_per_call * _count_flops(lambda: infer(mb.infer_x0[:1], cond1, 1), device)
+    else:
+        flops = _count_flops(infer, device)
+    times = _timeit(infer, sizes.infer_repeats, device, warmup=sizes.warmup)
     res.infer = Timing(times, work=flops)
     print(
         f"{label}: inference {res.infer_batch} x {res.num_samples} samples x {res.horizon} frames: "
@@ -430,12 +465,22 @@ def bench_method(method: str, preset: str, device: torch.device, sizes: Sizes) -
 # report
 
 
-def _sizes(preset: str, quick: bool) -> Sizes:
-    if not quick:
-        return Sizes(repeats=5 if preset == "small" else 3)
-    if preset == "paper":
-        return Sizes(train_batch=2, infer_batch=1, num_samples=1, horizon=2, repeats=2, warmup=0)
-    return Sizes(train_batch=4, infer_batch=2, num_samples=2, repeats=2, warmup=1)
+def _sizes(preset: str, quick: bool, device: torch.device, repeats: int | None) -> Sizes:
+    if quick:
+        if preset == "paper":
+            sizes = Sizes(train_batch=1, infer_batch=1, num_samples=1, horizon=1, train_repeats=0, infer_repeats=2)
+        else:
+            sizes = Sizes(train_batch=2, infer_batch=1, num_samples=1, horizon=2, train_repeats=2, infer_repeats=2)
+        sizes = dataclasses.replace(sizes, warmup=0)  # the FLOP-counting call is the warm-up
+    elif device.type == "cuda":
+        sizes = Sizes(train_repeats=10, infer_repeats=10, warmup=2)
+    elif preset == "paper":  # ~5 TFLOP per training step, ~17 TFLOP per inference call: minutes each on a CPU
+        sizes = Sizes(train_repeats=2, infer_repeats=2, warmup=0)
+    else:
+        sizes = Sizes()
+    if repeats is not None:
+        sizes = dataclasses.replace(sizes, train_repeats=repeats if sizes.train_repeats else 0, infer_repeats=repeats)
+    return sizes
 
 
 def _print_cross(device: torch.device, rows_by_preset: dict[str, list[dict]]) -> None:
@@ -448,7 +493,7 @@ def _print_cross(device: torch.device, rows_by_preset: dict[str, list[dict]]) ->
         for r in rows:
             print(
                 f"{preset:<8} {r['scale']:>5} {r['channels']:>4} {r['side']:>12} {r['kernel']:>3} "
-                f"{1e3 * _median(r['batched']):12.3f} {1e3 * _median(r['loop']):10.3f} {r['ratio_median']:9.1f}x "
+                f"{1e3 * r['batched_median_s']:12.3f} {1e3 * r['loop_median_s']:10.3f} {r['ratio_median']:9.1f}x "
                 f"{r['ratio_best']:10.1f}x {r['err']:11.2e}"
             )
 
@@ -463,7 +508,7 @@ def _print_models(device: torch.device, results: list[ModelResult], ref: dict[st
     )
     for r in results:
         if r.train is None:
-            print(f"{f'{r.method}/{r.preset}':<{w}} {'-':>6}")
+            print(f"{f'{r.method}/{r.preset}':<{w}} {'-':>6} {'skipped':>12}")
             continue
         s = r.summary(ref)
         amp = " bf16" if r.amp else ""
@@ -498,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         default="visual_dynamics",
         help=f"comma-separated methods to benchmark (default visual_dynamics; known: {', '.join(sorted(SETUPS))})",
     )
+    parser.add_argument(
+        "--presets", default=",".join(PRESETS), help=f"comma-separated config presets (default {','.join(PRESETS)})"
+    )
+    parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats of every training / inference figure")
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when it is available")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -506,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
             known = ", ".join(sorted(SETUPS))
             extra = " (registered model without a benchmark setup)" if m in METHODS else ""
             parser.error(f"no benchmark setup for method {m!r}{extra}; known: {known}")
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for p in presets:
+        if p not in MODEL_PRESETS:
+            parser.error(f"unknown preset {p!r}; expected some of {', '.join(MODEL_PRESETS)}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
@@ -514,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
-    cross_repeats, matmul_repeats = (5, 3) if args.quick else (20, 7)
+    (cross_repeats, cross_warmup), matmul_repeats = ((1, 0), 3) if args.quick else ((15, 3), 7)
 
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpu = _cpu_model()
@@ -550,14 +605,14 @@ def main(argv: list[str] | None = None) -> int:
         if "visual_dynamics" in methods:
             print(f"[{dev}] cross convolution, batch {CROSS_BATCH}, {cross_repeats} repeats")
             meter = OtherLoad()
-            cross = {p: bench_cross(p, device, cross_repeats) for p in PRESETS}
+            cross = {p: bench_cross(p, device, cross_repeats, cross_warmup) for p in presets}
             load_cross = meter.cores()
             print(f"  ({_fmt_load(load_cross)})")
 
         results: list[ModelResult] = []
         for method in methods:
-            for preset in PRESETS:
-                sizes = _sizes(preset, args.quick)
+            for preset in presets:
+                sizes = _sizes(preset, args.quick, device, args.repeats)
                 print(f"[{dev}] {method}/{preset}: {sizes}", flush=True)
                 results.append(bench_method(method, preset, device, sizes))
 
@@ -585,14 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, t in ref.items()
             },
             "other_cores_matmul": load_ref,
-            "cross_conv": {
-                p: [
-                    {k: v for k, v in r.items() if k not in ("batched", "loop")}
-                    | {"batched_s": r["batched"], "loop_s": r["loop"]}
-                    for r in rows
-                ]
-                for p, rows in cross.items()
-            },
+            "cross_conv": cross,
             "other_cores_cross_conv": load_cross,
             "models": [
                 {
@@ -625,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name:<{w}} {cells}")
     if args.quick:
-        print("note: --quick uses smaller batches, fewer samples and (paper) a shorter horizon: not the target sizes")
+        print("note: --quick runs small batches, 1 sample, short horizons and no paper training: not the target sizes")
     disturbed = [
         dev
         for dev, d in report.items()
