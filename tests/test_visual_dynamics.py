@@ -261,7 +261,7 @@ def test_step_logs_phases_and_bank():
     assert step.beta(10**6) == m.config.kl_weight
     loss.backward()
     assert m.bank_filled == 0
-    step.after_step(batch, None)
+    step.after_step(batch)
     assert m.bank_filled == 3 * m.config.pairs_per_clip
 
 
@@ -286,7 +286,7 @@ def test_tiny_model_overfits_a_tiny_batch():
         loss, logs = step.loss("model", batch, m, i)
         loss.backward()
         opt.step()
-        step.after_step(batch, None)
+        step.after_step(batch)
         recons.append(logs["recon"])
     first, last = sum(recons[:5]) / 5, sum(recons[-5:]) / 5
     assert last * 10 <= first, (first, last)
