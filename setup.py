@@ -32,12 +32,22 @@ setup(
         "h5py>=3.8",
         "tqdm>=4.60",
         "pillow>=9.0",
+        "opencv-python-headless>=4.8",
         "rosbags>=0.10",
         "torch>=2.1,<3",
         "safetensors>=0.4",
+        "tensorboard>=2.12",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.5", "setuptools>=64", "wheel"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "ruff>=0.5",
+            "rosbags-image>=0.9",
+            "setuptools>=64",
+            "wheel",
+        ],
         "bench": ["panda-gym>=3.0"],
     },
     entry_points={
