@@ -64,7 +64,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -73,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import DISTURBED, OtherLoad, _fmt_load, _median  # benchmarks/_common.py (sys.path[0])
 from torch.utils.flop_counter import FlopCounterMode
 
 from imagine_ros.constants import CONDITION, FUTURE, X0
@@ -92,48 +92,9 @@ DEFAULT_BATCH = next(f.default for f in dataclasses.fields(TrainConfig) if f.nam
 TARGET_CROSS_RATIO = 10.0  # loop time / batched time at batch 32
 TARGET_INFER_FRACTION = 0.30  # inference FLOP/s / float32 matmul FLOP/s
 
-DISTURBED = 0.25  # cores kept busy by other processes above which a measurement is flagged
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-class OtherLoad:
-    """How many cores other processes kept busy while a section ran (as in ``bench_sim.py``): the machine's busy time
-    (``/proc/stat``) minus this process's, divided by the wall time. Linux only; :meth:`cores` gives ``None`` elsewhere.
-    """
-
-    def __init__(self) -> None:
-        self._start = self._snapshot()
-        self._t0 = time.perf_counter()
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                ticks = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(ticks[:3]) + sum(ticks[5:7])  # user nice system [idle iowait] irq softirq
-        t = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + t.children_system
-
-    def cores(self) -> float | None:
-        end, wall = self._snapshot(), time.perf_counter() - self._t0
-        if end is None or self._start is None or wall <= 0:
-            return None
-        return max(0.0, (end[0] - self._start[0]) - (end[1] - self._start[1])) / wall
-
-
-def _fmt_load(cores: float | None) -> str:
-    if cores is None:
-        return "others: ?"
-    return f"others: {cores:.2f} cores" + (" DISTURBED" if cores > DISTURBED else "")
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def _sync(device: torch.device) -> None:

@@ -49,12 +49,13 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from _common import DISTURBED, OtherLoad, _fmt_load, _median  # benchmarks/_common.py (sys.path[0])
 
 OURS_ID = "ImagineRos/Push-v0"
 PANDA_ID = "PandaPush-v3"
@@ -64,8 +65,6 @@ FRAMES_PER_EPISODE = 30
 TARGET_STEP_RATIO = 8.0  # ours / panda-gym rendered
 TARGET_FRAMES_PER_WORKER = 100.0  # frames/s
 TARGET_SPEEDUP_2W = 1.7  # 2 workers vs 1
-
-DISTURBED = 0.25  # cores kept busy by other processes above which a measurement is flagged
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -96,45 +95,6 @@ def _quiet_native_stdout():
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
-
-
-class OtherLoad:
-    """How many cores other processes kept busy while a section ran.
-
-    The whole machine's busy time (``/proc/stat``) minus this process's and its waited-for children's (the collection
-    workers'), divided by the wall time. Linux only; :meth:`cores` gives ``None`` elsewhere.
-    """
-
-    def __init__(self) -> None:
-        self._start = self._snapshot()
-        self._t0 = time.perf_counter()
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                ticks = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(ticks[:3]) + sum(ticks[5:7])  # user nice system [idle iowait] irq softirq
-        t = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + t.children_system
-
-    def cores(self) -> float | None:
-        end, wall = self._snapshot(), time.perf_counter() - self._t0
-        if end is None or self._start is None or wall <= 0:
-            return None
-        return max(0.0, (end[0] - self._start[0]) - (end[1] - self._start[1])) / wall
-
-
-def _fmt_load(cores: float | None) -> str:
-    if cores is None:
-        return "others: ?"
-    return f"others: {cores:.2f} cores" + (" DISTURBED" if cores > DISTURBED else "")
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
