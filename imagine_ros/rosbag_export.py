@@ -132,7 +132,7 @@ def export_bag(
     split: str = "all",
     storage: str = "mcap",
     distro: str = "humble",
-    frame_period_s: float = 0.2,
+    frame_period_s: float | None = None,
     image_topic: str = "/camera/image_raw",
     ee_topic: str = "/ee_pos",
     frame_id_camera: str = "camera",
@@ -161,11 +161,13 @@ def export_bag(
     if _is_within(out, data_dir):
         raise DatasetError(f"--out {out} is inside the dataset folder {data_dir}; choose a path outside it")
     plugin = _storage_plugin(storage)
-    period = _period_ns(frame_period_s)
     typestore = ros_msgs.get_typestore(distro)
     frame_id_objects = frame_id_base if frame_id_objects is None else frame_id_objects
 
     store = EpisodeStore(data_dir)
+    if frame_period_s is None:  # the dataset's own frame rate (the simulator's frame_dt), else 0.2 s
+        frame_period_s = float(store.meta.get("frame_period_s", 0.2))
+    period = _period_ns(frame_period_s)
     try:
         chosen = select_episodes(store, episodes, split)
         keys = set(store.keys())
@@ -319,7 +321,11 @@ def register_cli(subparsers: Any) -> Any:
     p.add_argument("--storage", default="mcap", choices=STORAGES, help="bag storage plugin (default: mcap)")
     p.add_argument("--distro", default="humble", help="ROS 2 distro whose message definitions to use (default: humble)")
     p.add_argument(
-        "--frame-period", type=float, default=0.2, metavar="S", help="seconds between frames in the bag (default: 0.2)"
+        "--frame-period",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between frames in the bag (default: the dataset's frame period, else 0.2)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_export_bag)
