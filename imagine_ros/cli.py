@@ -328,6 +328,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli_predict(args: argparse.Namespace) -> int:
+    import cv2
     import numpy as np
 
     from imagine_ros.predictor import Predictor
@@ -337,8 +338,6 @@ def _cli_predict(args: argparse.Namespace) -> int:
     s = pred.image_size
     condition = None
     if args.image:
-        import cv2
-
         img = cv2.imread(args.image, cv2.IMREAD_COLOR)
         if img is None:
             raise ConfigError(f"cannot read an image from {args.image}")
@@ -353,8 +352,6 @@ def _cli_predict(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--frame must be in [0, {store.frames_per_episode - 1 - pred.horizon}] for horizon {pred.horizon}"
             )
-        import cv2
-
         image = cv2.resize(
             store.read(args.episode, FRAMES, args.frame, args.frame + 1)[0], (s, s), interpolation=cv2.INTER_AREA
         )

@@ -91,7 +91,7 @@ def run(
     seed: int = 0,
     progress: bool = True,
 ) -> ShapesKL:
-    """KL(true || measured) per shape type for each predictor, the copy-free measurement floor and the truth."""
+    """KL(true || measured) per shape type for each predictor and for the measurement floor."""
     from tqdm.auto import tqdm
 
     store = EpisodeStore(data)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from imagine_ros.errors import ConfigError, ImagineRosError
+from imagine_ros.errors import ConfigError
 from imagine_ros.models import PRESETS, build, get_method
 from imagine_ros.models.checkpoint import save_checkpoint
 from imagine_ros.training.clips import ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
@@ -211,24 +211,18 @@ class Trainer:
             raise ConfigError(
                 f"{cfg.method} expects a condition of size {mc.condition_dim}, the data gives {self.normalizer.dim}"
             )
-        try:
-            val = ClipDataset(
-                cfg.data,
-                "val",
-                horizon=mc.horizon,
-                stride=mc.horizon,
-                image_size=mc.image_size,
-                normalizer=self.normalizer,
-            )
-        except ImagineRosError:  # no validation split: validate on training clips (said in the log)
-            val = ClipDataset(
-                cfg.data,
-                "train",
-                horizon=mc.horizon,
-                stride=mc.horizon,
-                image_size=mc.image_size,
-                normalizer=self.normalizer,
-            )
+        splits = self.train_set.store.meta["splits"]
+        val_split = "val" if splits.get("val") else "train"  # a dataset without a val split validates on train
+        if val_split != "val" and self.dist.main:
+            print(f"note: {cfg.data} has no validation split; validating on training clips", file=sys.stderr)
+        val = ClipDataset(
+            cfg.data,
+            val_split,
+            horizon=mc.horizon,
+            stride=mc.horizon,
+            image_size=mc.image_size,
+            normalizer=self.normalizer,
+        )
         self.val_clips = fixed_clips(val, min(cfg.val_clips, len(val)), seed=cfg.seed) if cfg.val_clips else []
         self.sampler = ResumableSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.step_impl = get_step(cfg.method)(model, cfg)
