@@ -292,9 +292,63 @@ def _setup_visual_dynamics(preset: str, device: torch.device, sizes: Sizes) -> M
     )
 
 
+def _setup_imaginator(preset: str, device: torch.device, sizes: Sizes) -> MethodBench:
+    """ImaGINator: a training step is its three phases (G, D_I, D_V); inference uses the generator alone."""
+    name = "imaginator"
+    overrides = {} if sizes.horizon is None else {"horizon": sizes.horizon}
+    torch.manual_seed(0)
+    model = build(name, preset, **overrides).to(device)
+    train_cfg = TrainConfig(method=name, data="(benchmark)", out="(benchmark)", preset=preset, overrides=overrides)
+    step = get_step(name)(model, train_cfg)
+    g = torch.Generator().manual_seed(1)
+    cfg = model.config
+    x0 = (torch.rand(sizes.infer_batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1).to(device)
+    cond = torch.randn(sizes.infer_batch, cfg.condition_dim, generator=g).to(device) if cfg.condition_dim else None
+    return MethodBench(
+        model=model,
+        step=step,
+        optimizers=step.optimizers(),
+        train_batch=_random_clips(model, sizes.train_batch, device, g),
+        infer_x0=x0,
+        infer_condition=cond,
+        num_samples=sizes.num_samples,
+        amp=train_cfg.amp and device.type == "cuda",
+        notes=[f"block {cfg.block}; phases G, D_I, D_V"],
+    )
+
+
+def _setup_imagineflow(preset: str, device: torch.device, sizes: Sizes) -> MethodBench:
+    """ImagineFlow: one Adam step over all losses; inference samples frames, native flows and masks."""
+    name = "imagineflow"
+    overrides = {} if sizes.horizon is None else {"horizon": sizes.horizon}
+    torch.manual_seed(0)
+    model = build(name, preset, **overrides).to(device)
+    train_cfg = TrainConfig(method=name, data="(benchmark)", out="(benchmark)", preset=preset, overrides=overrides)
+    step = get_step(name)(model, train_cfg)
+    g = torch.Generator().manual_seed(1)
+    cfg = model.config
+    x0 = (torch.rand(sizes.infer_batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1).to(device)
+    cond = torch.randn(sizes.infer_batch, cfg.condition_dim, generator=g).to(device) if cfg.condition_dim else None
+    k = cfg.loss_steps if 0 < cfg.loss_steps < cfg.horizon else cfg.horizon
+    return MethodBench(
+        model=model,
+        step=step,
+        optimizers=step.optimizers(),
+        train_batch=_random_clips(model, sizes.train_batch, device, g),
+        infer_x0=x0,
+        infer_condition=cond,
+        num_samples=sizes.num_samples,
+        amp=train_cfg.amp and device.type == "cuda",
+        flops_linear=False,  # BatchNorm over 1x1 features needs more than one clip in training mode
+        notes=[f"flows at 1/{cfg.flow_stride} size; {k} full-size steps per clip in training; {cfg.perceptual}"],
+    )
+
+
 #: method name -> setup function (preset, device, sizes) -> MethodBench
 SETUPS: dict[str, Callable[[str, torch.device, Sizes], MethodBench]] = {
     "visual_dynamics": _setup_visual_dynamics,
+    "imaginator": _setup_imaginator,
+    "imagineflow": _setup_imagineflow,
 }
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from imagine_ros.errors import ConfigError
 from imagine_ros.models.base import PRESETS, Method, MethodConfig, Sample
+from imagine_ros.models.cinn import CINN
 from imagine_ros.models.copy_last import CopyLast
+from imagine_ros.models.imaginator import ImaGINator
+from imagine_ros.models.imagineflow import ImagineFlow
 from imagine_ros.models.visual_dynamics import VisualDynamics
 
 METHODS: dict[str, type[Method]] = {
     CopyLast.name: CopyLast,
     VisualDynamics.name: VisualDynamics,
+    ImaGINator.name: ImaGINator,
+    ImagineFlow.name: ImagineFlow,
+    CINN.name: CINN,
 }
 
 

@@ -75,6 +75,8 @@ class TrainConfig:
     gif_clips: int = 4
     keep_checkpoints: int = 2
     progress: bool = True
+    stage: int | None = None  # training stage for multi-stage methods (cinn: 1 or 2); None: the method's default
+    init: str | None = None  # start from the weights of this checkpoint or run folder (e.g. cinn stage 2)
 
     def __post_init__(self) -> None:
         get_method(self.method)
@@ -86,6 +88,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.num_workers < 0 or self.val_clips < 0 or self.gif_clips < 0 or (self.grad_clip or 0) < 0:
             raise ConfigError("num_workers, val_clips, gif_clips and grad_clip must be >= 0")
+        if self.stage is not None and (
+            not isinstance(self.stage, int) or isinstance(self.stage, bool) or self.stage < 1
+        ):
+            raise ConfigError(f"stage must be a positive integer, got {self.stage!r}")
         if self.betas is not None:
             self.betas = tuple(self.betas)
 
@@ -163,6 +169,26 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def load_init(model: nn.Module, init: str | os.PathLike) -> None:
+    """Copy the weights of checkpoint ``init`` (a ``NAME.json``/``NAME`` or a run folder, whose ``model.json`` is
+    used) into ``model``; the checkpoint's method and config must equal the model's."""
+    from imagine_ros.models.checkpoint import load_checkpoint
+
+    path = Path(init)
+    if path.is_dir():
+        path = path / "model.json"
+    ckpt = load_checkpoint(path)
+    if ckpt.model.name != model.name:
+        raise ConfigError(f"--init {init} holds a {ckpt.model.name} model, not {model.name}")
+    if ckpt.model.config != model.config:
+        old, new = ckpt.model.config.to_dict(), model.config.to_dict()
+        diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in sorted(new) if old.get(k) != new.get(k)]
+        raise ConfigError(
+            f"--init {init} has another model config ({'; '.join(diffs[:3])}); use the same --config/--set"
+        )
+    model.load_state_dict(ckpt.model.state_dict())
+
+
 class Trainer:
     """Runs a :class:`TrainConfig` (see module docstring). ``Trainer(cfg).fit()``."""
 
@@ -202,6 +228,8 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         model = build(cfg.method, cfg.preset, **cfg.overrides)
+        if cfg.init:
+            load_init(model, cfg.init)
         self.model = model.to(self.device)
         mc = model.config
         self.train_set = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=cfg.stride, image_size=mc.image_size)

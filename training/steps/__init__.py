@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from imagine_ros.errors import ConfigError
 from imagine_ros.training.steps.base import TrainStep
+from imagine_ros.training.steps.cinn import CINNStep
+from imagine_ros.training.steps.imaginator import ImaGINatorStep
+from imagine_ros.training.steps.imagineflow import ImagineFlowStep
 from imagine_ros.training.steps.visual_dynamics import VisualDynamicsStep
 
 STEPS: dict[str, type[TrainStep]] = {
     "visual_dynamics": VisualDynamicsStep,
+    "imaginator": ImaGINatorStep,
+    "imagineflow": ImagineFlowStep,
+    "cinn": CINNStep,
 }
 
 

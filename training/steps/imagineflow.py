@@ -1,0 +1,137 @@
+"""Training step of ``imagineflow`` (:mod:`imagine_ros.models.imagineflow`).
+
+One Adam optimizer ``"model"`` (paper: lr 1e-3, betas (0.9, 0.999); the ``TrainConfig`` values win when set).
+Per clip ``(I0, I_1..T)`` the model encodes z from the whole clip, generates forward and backward flows for all T
+steps, runs the consistency tests and synthesises ``synth_steps`` of the T frames (both directions). With
+``K = B * T`` (clip, t) pairs, masks ``M`` from the consistency test (constants: no gradient) and ``mean`` over all
+elements::
+
+    L_bi-vc = mean(M_{0<-t} |I0 - warp(I_t, W^f)|) + mean(M_{t<-0} |I_t - warp(I0, W^b)|)        [-1, 1] image units
+    L_cc    = mean(M_{0<-t} |W^f + warp(W^b, W^f)|_1) + mean(M_{t<-0} |W^b + warp(W^f, W^b)|_1)  pixels
+    L_pp    = sum over both directions of MSE(I~, I) + perceptual_weight * perceptual(I~, I)
+              I~_{t<-0} = R(warp(I0, W^b), M_{t<-0}) vs I_t;  I~_{0<-t} = R(warp(I_t, W^f), M_{0<-t}) vs I0
+    KL      = KL(q(z | clip) || N(0, I)), summed over z's dimensions, mean over clips
+    TV      = mean |grad W^f| + mean |grad W^b| (pixels) + mean |grad I~| (both directions)
+    mask    = mean(1 - sigmoid((threshold - delta) / mask_temperature)) over both directions
+
+    loss = bivc_weight L_bi-vc + cc_weight L_cc + pp_weight L_pp + kl_weight KL + tv_weight TV + mask_weight mask
+
+The hard masks weight L_bi-vc, L_cc and feed the synthesis module; the anti-collapse term uses a soft version of the
+same test (differentiable in the flows), so flows that fail the test everywhere cost ``mask_weight`` instead of
+zeroing the masked losses. The ablation (``bidirectional=False``) has only the backward terms, masks of ones, no
+L_cc and no mask term. The perceptual term is :class:`imagine_ros.models.perceptual.PerceptualLoss` with the config's
+``perceptual_weights`` ("" = the SSIM + L1 substitute); the config, stored in every checkpoint, records which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from imagine_ros.constants import CONDITION, FUTURE, X0
+from imagine_ros.errors import ConfigError
+from imagine_ros.models.imagineflow import ImagineFlow
+from imagine_ros.models.perceptual import PerceptualLoss
+from imagine_ros.training.steps.base import TrainStep
+
+DEFAULT_LR = 1e-3
+DEFAULT_BETAS = (0.9, 0.999)
+
+
+def tv_l1(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation: mean |x[.., y, x+1] - x[.., y, x]| + mean |x[.., y+1, x] - x[.., y, x]|.
+    x: (..., H, W) float. Returns a scalar in x's units."""
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
+def kl_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) summed over dimensions, mean over rows. mean, logvar: (B, D)."""
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(1).mean()
+
+
+class ImagineFlowStep(TrainStep):
+    """See module docstring. ``loss`` logs ``loss``, ``bivc``, ``cc``, ``pp``, ``kl``, ``tv``, ``mask`` (the
+    anti-collapse term), ``visible`` (fraction of hard-visible pixels), ``flow_px`` (mean |W^b|_1) and ``mse``."""
+
+    #: losses are means of order 0.1-1; the clip only stops rare blow-ups
+    default_grad_clip = 10.0
+
+    def __init__(self, model: ImagineFlow, train_config: Any):
+        if not isinstance(model, ImagineFlow):
+            raise ConfigError(f"ImagineFlowStep trains an ImagineFlow model, got {type(model).__name__}")
+        super().__init__(model, train_config)
+        cfg = model.config
+        self.perceptual = PerceptualLoss(cfg.perceptual_weights or None, cfg.perceptual_layers).to(model.device)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        lr = getattr(self.cfg, "lr", None)
+        betas = getattr(self.cfg, "betas", None)
+        opt = torch.optim.Adam(
+            self.model.parameters(),
+            lr=DEFAULT_LR if lr is None else lr,
+            betas=DEFAULT_BETAS if betas is None else tuple(betas),
+            weight_decay=getattr(self.cfg, "weight_decay", 0.0),
+        )
+        return {"model": opt}
+
+    def _pp(self, synth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mse = (synth - target).square().mean()
+        return mse + self.model.config.perceptual_weight * self.perceptual(synth, target)
+
+    def loss(
+        self, phase: str, batch: dict[str, torch.Tensor], model: nn.Module, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: ``x0 (B, 3, H, W)``, ``future (B, T, 3, H, W)`` in [-1, 1], ``condition (B, C)``; ``model``: the
+        (possibly DDP-wrapped) ImagineFlow. Returns the scalar loss and the floats to log."""
+        if phase != "model":
+            raise ValueError(f"imagineflow has one phase, 'model'; got {phase!r}")
+        c = self.model.config
+        if self.perceptual.net is not None and self.perceptual.mean.device != batch[X0].device:
+            self.perceptual.to(batch[X0].device)
+        cond = batch.get(CONDITION) if c.condition_dim else None
+        out = model(batch[X0], batch[FUTURE], cond)
+        src, tgt = out["source"], out["target"]
+        m_t0 = out["mask_t0"]
+        bivc = (m_t0 * (tgt - out["warped_t0"]).abs()).mean()
+        pp = self._pp(out["synth_t0"], tgt)
+        tv = tv_l1(out["backward"]) + tv_l1(out["synth_t0"])
+        zero = torch.zeros((), device=src.device)
+        cc, mask_term = zero, zero
+        if out["forward"] is not None:
+            m_0t = out["mask_0t"]
+            bivc = bivc + (m_0t * (src - out["warped_0t"]).abs()).mean()
+            cc = (m_0t * out["delta_0t"]).mean() + (m_t0 * out["delta_t0"]).mean()
+            pp = pp + self._pp(out["synth_0t"], src)
+            tv = tv + tv_l1(out["forward"]) + tv_l1(out["synth_0t"])
+            soft = [
+                torch.sigmoid((out[f"threshold_{d}"].detach() - out[f"delta_{d}"]) / c.mask_temperature)
+                for d in ("0t", "t0")
+            ]
+            mask_term = sum((1 - s).mean() for s in soft)
+        kl = kl_normal(out["mean"].float(), out["logvar"].float())
+        loss = (
+            c.bivc_weight * bivc
+            + c.cc_weight * cc
+            + c.pp_weight * pp
+            + c.kl_weight * kl
+            + c.tv_weight * tv
+            + c.mask_weight * mask_term
+        )
+        with torch.no_grad():
+            visible = m_t0.mean() if out["forward"] is None else (out["mask_0t"].mean() + m_t0.mean()) / 2
+            mse = (out["synth_t0"].clamp(-1, 1) - tgt).square().mean()
+        logs = {
+            "loss": loss.item(),
+            "bivc": bivc.item(),
+            "cc": cc.item(),
+            "pp": pp.item(),
+            "kl": kl.item(),
+            "tv": tv.item(),
+            "mask": float(mask_term.detach()) if torch.is_tensor(mask_term) else float(mask_term),
+            "visible": visible.item(),
+            "flow_px": out["backward"].detach().abs().sum(2).mean().item(),
+            "mse": mse.item(),
+        }
+        return loss, logs
