@@ -1,0 +1,453 @@
+"""The MDP/0.2 broker: one ROUTER socket between clients and workers; services = model names.
+
+- Requests for a service are queued until one of its workers has room, then sent to the least busy worker (ties:
+  the one that has waited longest). A request that waits longer than ``request_timeout`` seconds in the queue (no
+  worker yet, or all busy) is answered with an ``expired`` error.
+- Heartbeats per RFC 18: the broker sends HEARTBEAT to every worker each ``heartbeat_interval``; a worker that sent
+  nothing for ``liveness`` intervals is dead. Requests a dead (or disconnecting) worker was holding are queued again
+  once (workers are idempotent); clients retry anyway.
+- A worker may hold up to ``worker_credit`` requests at once so that it can batch them into one forward pass
+  (``worker_credit=1`` is the classic one-request-at-a-time Majordomo broker). The frames on the wire are RFC 18's.
+- Protocol violations by a worker (a command out of order, unknown command, malformed frames, a command from a
+  worker it does not know) are answered with DISCONNECT; malformed client messages are dropped. Nothing that arrives
+  can crash the loop: every message is handled inside ``try``; problems are logged at debug level.
+- ``mmi.service`` (RFC 8) answers "200" when a service has a worker, "404" otherwise; ``mmi.stats`` answers the
+  broker's counters and its workers' loads as JSON (:meth:`Broker.stats`); other ``mmi.*`` get "501".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from imagine_ros.serving import codec
+from imagine_ros.serving import protocol as mdp
+from imagine_ros.serving.curve import CurveServerKeys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request may wait for a worker
+DEFAULT_WORKER_CREDIT = 16  # requests a worker may hold at once (2 x the default max_batch of a worker)
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 30  # bytes per inbound frame (replies of large batches pass through the broker too)
+DEFAULT_MAX_QUEUED = 10_000  # requests waiting for a worker, all services together
+MAX_REQUEUE = 1  # a request whose worker died is queued again this many times, then answered with an error
+_POLL_S = 0.05  # longest wait before the loop looks at its stop flag and timers
+
+
+@dataclass
+class _Request:
+    client: bytes
+    service: bytes
+    body: list[Any]
+    deadline: float
+    requeued: int = 0
+
+
+@dataclass
+class _Worker:
+    identity: bytes
+    service: bytes
+    expiry: float
+    order: int  # for least-recently-used ties
+    inflight: list[_Request] = field(default_factory=list)
+
+
+@dataclass
+class _Service:
+    name: bytes
+    requests: deque = field(default_factory=deque)
+    workers: list[_Worker] = field(default_factory=list)
+
+
+def _short(frame: Any, limit: int = 16) -> bytes | None:
+    """The bytes of a small frame, or None when it is longer than ``limit`` (so big frames are never copied)."""
+    return mdp.as_bytes(frame) if len(frame) <= limit else None
+
+
+class Broker:
+    """An MDP/0.2 broker. ``start()`` runs it in a daemon thread (``stop()`` ends it); ``run()`` blocks instead.
+
+    bind: a ZeroMQ endpoint, e.g. ``tcp://*:5555`` (``tcp://127.0.0.1:*`` picks a free port; see :attr:`endpoint`).
+    heartbeat_interval: seconds between heartbeats; liveness: missed intervals before a worker is dead.
+    request_timeout: seconds a request waits for a worker of its service before an ``expired`` error reply.
+    worker_credit: requests one worker may hold at once (its batching window); max_message_size: bytes per inbound
+    frame (-1: no limit; a peer that sends more is disconnected by ZeroMQ); curve: CURVE server keys or None.
+    """
+
+    def __init__(
+        self,
+        bind: str,
+        *,
+        heartbeat_interval: float = mdp.HEARTBEAT_INTERVAL,
+        liveness: int = mdp.HEARTBEAT_LIVENESS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        worker_credit: int = DEFAULT_WORKER_CREDIT,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        curve: CurveServerKeys | None = None,
+        context: zmq.Context | None = None,
+    ):
+        if heartbeat_interval <= 0 or liveness < 1 or request_timeout <= 0 or worker_credit < 1:
+            raise ValueError(
+                "heartbeat_interval and request_timeout must be > 0, liveness and worker_credit >= 1; got "
+                f"{heartbeat_interval}, {request_timeout}, {liveness}, {worker_credit}"
+            )
+        self.bind_address = bind
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = int(liveness)
+        self.request_timeout = float(request_timeout)
+        self.worker_credit = int(worker_credit)
+        self.max_message_size = int(max_message_size)
+        self.max_queued = int(max_queued)
+        self.curve = curve
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.endpoint: str | None = None
+        self._socket: zmq.Socket | None = None
+        self._auth = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._services: dict[bytes, _Service] = {}
+        self._workers: dict[bytes, _Worker] = {}
+        self._order = itertools.count()
+        self._queued = 0
+        self.counters = dict.fromkeys(
+            ("requests", "replies", "expired", "requeued", "dropped", "disconnects_sent", "workers_expired"), 0
+        )
+
+    # ------------------------------------------------------------------------------------------------- lifecycle
+    def _open(self) -> None:
+        if self.curve is not None:
+            self._auth = self.curve.start_authenticator(self.context)
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.maxmsgsize = self.max_message_size
+        sock.rcvhwm = sock.sndhwm = 100_000
+        if self.curve is not None:
+            self.curve.apply(sock)
+        try:
+            sock.bind(self.bind_address)
+        except zmq.ZMQError:
+            sock.close(0)
+            self._stop_auth()
+            raise
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._socket = sock
+        log.info(
+            "broker listening on %s (heartbeat %.3g s x %d)", self.endpoint, self.heartbeat_interval, self.liveness
+        )
+
+    def start(self) -> Broker:
+        """Bind now (errors raise here) and serve in a daemon thread."""
+        self._open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="mdp-broker", daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        """Bind and serve in this thread until :meth:`stop` (from another thread) or KeyboardInterrupt."""
+        self._open()
+        try:
+            self._loop()
+        finally:
+            self._close()
+            log.info("broker stopped: %s", json.dumps(self.counters))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+            self._close()
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+        self._stop_auth()
+        if self._own_context:
+            self.context.term()
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: counters, registered workers per service with the requests each holds, queued requests."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            **self.counters,
+            "services": {
+                s.name.decode(): {"workers": [len(w.inflight) for w in s.workers], "queued": len(s.requests)}
+                for s in self._services.values()
+            },
+        }
+
+    # ------------------------------------------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        sock = self._socket
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        heartbeat_at = time.monotonic() + self.heartbeat_interval
+        while not self._stop.is_set():
+            try:
+                wait = max(0.0, min(_POLL_S, heartbeat_at - time.monotonic()))
+                if poller.poll(wait * 1000):
+                    for _ in range(1000):  # a bounded burst, then timers get their turn
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        with self._lock:
+                            self._handle(frames)
+                now = time.monotonic()
+                with self._lock:
+                    if now >= heartbeat_at:
+                        for w in list(self._workers.values()):
+                            self._send(w.identity, mdp.worker_heartbeat())
+                        heartbeat_at = now + self.heartbeat_interval
+                    self._purge_workers(now)
+                    self._expire_requests(now)
+            except zmq.ContextTerminated:
+                return
+            except Exception:  # never let one bad turn end the broker
+                log.debug("broker loop error", exc_info=True)
+
+    def _send(self, identity: bytes, frames: list) -> None:
+        try:
+            self._socket.send_multipart([identity, *frames], copy=False)
+        except zmq.ZMQError:
+            log.debug("cannot send to %r", identity, exc_info=True)
+
+    def _handle(self, frames: list) -> None:
+        try:
+            if len(frames) < 2:
+                self.counters["dropped"] += 1
+                return
+            sender = mdp.as_bytes(frames[0])
+            header = _short(frames[1])
+            if header == mdp.MDPC:
+                self._client_message(sender, frames[1:])
+            elif header == mdp.MDPW:
+                self._worker_message(sender, frames[1:])
+            else:
+                self.counters["dropped"] += 1
+                log.debug("dropped a message of %d frames with an unknown protocol header", len(frames))
+        except Exception:
+            self.counters["dropped"] += 1
+            log.debug("dropped a message that could not be handled", exc_info=True)
+
+    # ---------------------------------------------------------------------------------------------------- clients
+    def _client_message(self, sender: bytes, frames: list) -> None:
+        command = _short(frames[1]) if len(frames) > 1 else None
+        if command != mdp.C_REQUEST or len(frames) < 3 or len(frames[2]) > mdp.MAX_SERVICE_NAME:
+            self.counters["dropped"] += 1
+            log.debug("dropped a malformed client message from %r", sender)
+            return
+        msg = mdp.parse_client(frames)
+        if msg is None:
+            self.counters["dropped"] += 1
+            log.debug("dropped a malformed client message from %r", sender)
+            return
+        self.counters["requests"] += 1
+        if msg.service.startswith(mdp.MMI_PREFIX.encode()):
+            self._mmi(sender, msg.service, msg.body)
+            return
+        if self._queued >= self.max_queued:
+            self._send(
+                sender,
+                mdp.client_final(
+                    msg.service, codec.encode_error("overloaded", f"broker queue full ({self.max_queued} requests)")
+                ),
+            )
+            return
+        service = self._service(msg.service)
+        service.requests.append(_Request(sender, msg.service, msg.body, time.monotonic() + self.request_timeout))
+        self._queued += 1
+        self._dispatch(service)
+
+    def _mmi(self, sender: bytes, name: bytes, body: list) -> None:
+        if name == b"mmi.service" and body:
+            wanted = _short(body[0], mdp.MAX_SERVICE_NAME) or b""
+            s = self._services.get(wanted)
+            code = b"200" if s is not None and s.workers else b"404"
+        elif name == b"mmi.stats":
+            code = json.dumps(self._stats()).encode()
+        else:
+            code = b"501"
+        self._send(sender, mdp.client_final(name, [code]))
+
+    # ---------------------------------------------------------------------------------------------------- workers
+    def _worker_message(self, sender: bytes, frames: list) -> None:
+        command = _short(frames[1]) if len(frames) > 1 else None
+        worker = self._workers.get(sender)
+        if command in (mdp.W_READY,) and len(frames) == 3 and len(frames[2]) > mdp.MAX_SERVICE_NAME:
+            msg = None
+        else:
+            msg = mdp.parse_worker(frames)
+        if msg is None:
+            log.debug("malformed worker message (command %r) from %r: DISCONNECT", command, sender)
+            self._disconnect(sender, worker)
+            return
+        if msg.command == mdp.W_DISCONNECT:
+            if worker is not None:
+                log.info("worker %r of %r disconnected", sender, worker.service)
+                self._remove_worker(worker)
+            return
+        if worker is not None:
+            worker.expiry = time.monotonic() + self.heartbeat_interval * self.liveness  # any command is a heartbeat
+        if msg.command == mdp.W_READY:
+            if worker is not None or msg.service.startswith(mdp.MMI_PREFIX.encode()):
+                log.debug("READY from a registered worker or for a reserved service from %r: DISCONNECT", sender)
+                self._disconnect(sender, worker)
+                return
+            worker = _Worker(
+                sender, msg.service, time.monotonic() + self.heartbeat_interval * self.liveness, next(self._order)
+            )
+            self._workers[sender] = worker
+            service = self._service(msg.service)
+            service.workers.append(worker)
+            log.info("worker %r ready for %r (%d workers)", sender, msg.service, len(service.workers))
+            self._dispatch(service)
+        elif worker is None:
+            log.debug("%s from an unknown worker %r: DISCONNECT", mdp.WORKER_COMMANDS[msg.command], sender)
+            self._disconnect(sender, None)
+        elif msg.command == mdp.W_HEARTBEAT:
+            pass
+        elif msg.command in (mdp.W_FINAL, mdp.W_PARTIAL):
+            req = next((r for r in worker.inflight if r.client == msg.client), None)
+            if req is None:
+                self.counters["dropped"] += 1
+                log.debug("reply from %r for a request it does not hold: dropped", sender)
+                return
+            cmd = mdp.C_FINAL if msg.command == mdp.W_FINAL else mdp.C_PARTIAL
+            self._send(msg.client, [mdp.MDPC, cmd, worker.service, *msg.body])
+            if msg.command == mdp.W_FINAL:
+                worker.inflight.remove(req)
+                worker.order = next(self._order)
+                self.counters["replies"] += 1
+                self._dispatch(self._services[worker.service])
+        else:  # REQUEST goes broker -> worker only
+            log.debug("unexpected %s from worker %r: DISCONNECT", mdp.WORKER_COMMANDS[msg.command], sender)
+            self._disconnect(sender, worker)
+
+    def _disconnect(self, identity: bytes, worker: _Worker | None) -> None:
+        self.counters["disconnects_sent"] += 1
+        self._send(identity, mdp.worker_disconnect())
+        if worker is not None:
+            self._remove_worker(worker)
+
+    def _remove_worker(self, worker: _Worker) -> None:
+        self._workers.pop(worker.identity, None)
+        service = self._services.get(worker.service)
+        if service is None:
+            return
+        if worker in service.workers:
+            service.workers.remove(worker)
+        for req in reversed(worker.inflight):  # requests it held go back to the front of the queue, once
+            if req.requeued < MAX_REQUEUE:
+                req.requeued += 1
+                req.deadline = time.monotonic() + self.request_timeout
+                service.requests.appendleft(req)
+                self._queued += 1
+                self.counters["requeued"] += 1
+            else:
+                self._send(
+                    req.client,
+                    mdp.client_final(
+                        req.service, codec.encode_error("internal", "workers died twice while handling this request")
+                    ),
+                )
+        worker.inflight.clear()
+        self._dispatch(service)
+
+    def _purge_workers(self, now: float) -> None:
+        for w in [w for w in self._workers.values() if w.expiry < now]:
+            log.info("worker %r of %r expired (no message for %d heartbeats)", w.identity, w.service, self.liveness)
+            self.counters["workers_expired"] += 1
+            self._remove_worker(w)
+
+    # --------------------------------------------------------------------------------------------------- services
+    def _service(self, name: bytes) -> _Service:
+        s = self._services.get(name)
+        if s is None:
+            s = self._services[name] = _Service(name)
+        return s
+
+    def _dispatch(self, service: _Service) -> None:
+        while service.requests:
+            free = [w for w in service.workers if len(w.inflight) < self.worker_credit]
+            if not free:
+                return
+            worker = min(free, key=lambda w: (len(w.inflight), w.order))
+            req = service.requests.popleft()
+            self._queued -= 1
+            worker.inflight.append(req)
+            self._send(worker.identity, mdp.worker_request(req.client, req.body))
+
+    def _expire_requests(self, now: float) -> None:
+        for name in list(self._services):
+            s = self._services[name]
+            if s.requests:
+                kept = deque()
+                for req in s.requests:
+                    if req.deadline < now:
+                        self.counters["expired"] += 1
+                        msg = (
+                            f"no worker of service {name.decode()!r} took the request within {self.request_timeout:g} s"
+                        )
+                        self._send(req.client, mdp.client_final(name, codec.encode_error("expired", msg)))
+                    else:
+                        kept.append(req)
+                self._queued -= len(s.requests) - len(kept)
+                s.requests = kept
+            if not s.requests and not s.workers:
+                del self._services[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m imagine_ros.serving.broker ARGS`` = ``imagine-ros broker ARGS``, without loading the model code
+    (torch) that the full command line imports: the broker starts in a fraction of a second."""
+    import argparse
+    import sys
+
+    from imagine_ros import cli
+    from imagine_ros.errors import ImagineRosError
+
+    parser = argparse.ArgumentParser(prog="imagine-ros")
+    cli._add_broker(parser.add_subparsers(dest="command", required=True))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["broker", *argv])
+    try:
+        return int(args.func(args) or 0)
+    except ImagineRosError as e:
+        print(f"imagine-ros: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Optional CURVE encryption and client authentication (ZeroMQ's CurveZMQ, elliptic-curve keys).
+
+Every peer has a key pair, written by :func:`generate_keys` (``imagine-ros keygen``) as ``NAME.key`` (public, safe
+to copy) and ``NAME.key_secret`` (public + secret, keep private) in ZeroMQ's certificate format.
+
+- The broker is the CURVE server: its secret certificate (:class:`CurveServerKeys`), and a folder of allowed client
+  public keys (``*.key``). A client whose key is not in the folder, that expects another server key, or that does not
+  encrypt at all gets no answer (ZeroMQ drops the handshake silently). Without a folder, any client key is accepted
+  (encryption without authentication).
+- Clients and workers are CURVE clients (:class:`CurveClientKeys`): their own secret certificate and the broker's
+  public key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from imagine_ros.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _require_curve() -> None:
+    if not zmq.has("curve"):
+        raise ConfigError("this libzmq was built without CURVE support (zmq.has('curve') is False)")
+
+
+def generate_keys(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Write ``DIR/NAME.key`` (public) and ``DIR/NAME.key_secret`` (secret, mode 0600). Returns both paths.
+
+    Refuses to overwrite an existing key pair."""
+    import zmq.auth
+
+    _require_curve()
+    d = Path(directory)
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"key name must be a plain file name, got {name!r}")
+    public, secret = d / f"{name}.key", d / f"{name}.key_secret"
+    if public.exists() or secret.exists():
+        raise ConfigError(f"{public} or {secret} exists already; choose another --name or folder")
+    d.mkdir(parents=True, exist_ok=True)
+    pub, sec = zmq.auth.create_certificates(str(d), name)
+    os.chmod(sec, 0o600)
+    return Path(pub), Path(sec)
+
+
+def load_public(path: str | os.PathLike) -> bytes:
+    """The Z85 public key of a ``.key`` (or ``.key_secret``) certificate file."""
+    import zmq.auth
+
+    try:
+        public, _ = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read a CURVE public key from {path}: {e}") from None
+    return public
+
+
+def load_secret(path: str | os.PathLike) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys of a ``.key_secret`` certificate file."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read a CURVE key pair from {path}: {e}") from None
+    if not secret:
+        raise ConfigError(f"{path} holds no secret key (use the NAME.key_secret file, not NAME.key)")
+    return public, secret
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """A client's (or worker's) key pair and the server's public key, all Z85 ``bytes``."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+    @classmethod
+    def from_files(cls, secret_file: str | os.PathLike, server_public_file: str | os.PathLike) -> CurveClientKeys:
+        public, secret = load_secret(secret_file)
+        return cls(public, secret, load_public(server_public_file))
+
+    def apply(self, socket: zmq.Socket) -> None:
+        """Set the keys on a socket before it connects."""
+        _require_curve()
+        socket.curve_publickey = self.public
+        socket.curve_secretkey = self.secret
+        socket.curve_serverkey = self.server_public
+
+
+@dataclass(frozen=True)
+class CurveServerKeys:
+    """The broker's key pair and the folder of allowed client public keys (None: any client key)."""
+
+    public: bytes
+    secret: bytes
+    allowed_dir: Path | None = None
+
+    @classmethod
+    def from_files(
+        cls, secret_file: str | os.PathLike, allowed_dir: str | os.PathLike | None = None
+    ) -> CurveServerKeys:
+        public, secret = load_secret(secret_file)
+        if allowed_dir is not None:
+            allowed_dir = Path(allowed_dir)
+            if not allowed_dir.is_dir():
+                raise ConfigError(f"allowed public keys folder {allowed_dir} does not exist")
+            if not list(allowed_dir.glob("*.key")):
+                log.warning("allowed public keys folder %s holds no *.key file: no client will be served", allowed_dir)
+        return cls(public, secret, allowed_dir)
+
+    def apply(self, socket: zmq.Socket) -> None:
+        """Make ``socket`` a CURVE server (before it binds)."""
+        _require_curve()
+        socket.curve_secretkey = self.secret
+        socket.curve_publickey = self.public
+        socket.curve_server = True
+
+    def start_authenticator(self, context: zmq.Context):
+        """A running ``ThreadAuthenticator`` on ``context`` that admits the allowed keys (or any key)."""
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".auth"))
+        auth.start()
+        if self.allowed_dir is None:
+            auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        else:
+            auth.configure_curve(domain="*", location=str(self.allowed_dir))
+        return auth

@@ -1,0 +1,393 @@
+"""An MDP/0.2 worker that serves one Predictor as one service, with request batching.
+
+Two threads:
+
+- the **I/O thread** owns the DEALER socket to the broker: READY, heartbeats every ``heartbeat_interval`` (whatever
+  the model is doing), reconnection on a new socket when the broker has been silent for ``liveness`` intervals or sent
+  DISCONNECT, decoding and checking requests (a bad request is answered with an error here, at once), ``info``
+  requests, and sending the replies that the compute thread hands back over an inproc PAIR socket;
+- the **compute thread** takes checked requests from a queue and runs the model. Requests that arrive together are
+  batched into one :meth:`Predictor.predict` call, up to ``max_batch`` images, waiting at most ``max_wait_ms`` for
+  more: requests without a seed and with the same ``num_samples`` and the same presence of conditions share a call
+  (their results are random either way). A request with a seed always gets its own call, so its result is exactly the
+  in-process ``Predictor.predict(..., seed=seed)`` result.
+
+Limits: ``max_message_size`` bytes per inbound frame (ZeroMQ drops a peer that sends more), and a per-request pixel
+budget ``max_pixels`` on the output, ``B * N * T * H * W``: a request above it is refused ("over the pixel budget")
+before the model runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from imagine_ros.prediction import Prediction
+from imagine_ros.predictor import PredictorProtocol, check_request
+from imagine_ros.serving import codec
+from imagine_ros.serving import protocol as mdp
+from imagine_ros.serving.curve import CurveClientKeys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 8  # images per forward pass
+DEFAULT_MAX_WAIT_MS = 2.0  # longest wait for more requests to fill a batch
+DEFAULT_MAX_PIXELS = 1 << 24  # output pixels per request: B * N * T * H * W
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # bytes per inbound frame (requests)
+_POLL_S = 0.05
+_ids = itertools.count()
+
+
+@dataclass
+class _Job:
+    client: bytes
+    generation: int
+    request: codec.PredictRequest
+    received: float
+
+
+class Worker:
+    """Serve ``predictor`` (any :class:`PredictorProtocol`) as ``service`` (default: its method name) at ``broker``.
+
+    ``start()`` runs the two threads in the background (``stop()`` ends them); ``run()`` blocks until ``stop()``
+    or KeyboardInterrupt. Other arguments: see the module docstring and :class:`~imagine_ros.serving.broker.Broker`.
+    """
+
+    def __init__(
+        self,
+        predictor: PredictorProtocol,
+        broker: str,
+        *,
+        service: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        heartbeat_interval: float = mdp.HEARTBEAT_INTERVAL,
+        liveness: int = mdp.HEARTBEAT_LIVENESS,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        curve: CurveClientKeys | None = None,
+        context: zmq.Context | None = None,
+    ):
+        if max_batch < 1 or max_wait_ms < 0 or max_pixels < 1 or heartbeat_interval <= 0 or liveness < 1:
+            raise ValueError(
+                f"need max_batch >= 1, max_wait_ms >= 0, max_pixels >= 1, heartbeat_interval > 0, liveness >= 1; got "
+                f"{max_batch}, {max_wait_ms}, {max_pixels}, {heartbeat_interval}, {liveness}"
+            )
+        self.predictor = predictor
+        self.broker = broker
+        self.service = service or predictor.method
+        if not mdp.valid_service(self.service.encode("ascii", "replace")) or self.service.startswith(mdp.MMI_PREFIX):
+            raise ValueError(f"service name must be 1-255 printable ASCII characters, not mmi.*; got {self.service!r}")
+        self.max_batch = int(max_batch)
+        self.max_wait = float(max_wait_ms) / 1000.0
+        self.max_pixels = int(max_pixels)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = int(liveness)
+        self.max_message_size = int(max_message_size)
+        self.curve = curve
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._stop = threading.Event()
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._generation = 0
+        self._threads: list[threading.Thread] = []
+        self._pipe_addr = f"inproc://imagine-worker-{id(self)}-{next(_ids)}"
+        self._pipe_io: zmq.Socket | None = None
+        self._pipe_compute: zmq.Socket | None = None
+        self._dealer: zmq.Socket | None = None
+        self.counters = dict.fromkeys(
+            ("requests", "replies", "errors", "batches", "batched_requests", "reconnects", "malformed"), 0
+        )
+        self.info = {
+            "service": self.service,
+            "method": predictor.method,
+            "image_size": int(predictor.image_size),
+            "horizon": int(predictor.horizon),
+            "condition_dim": int(predictor.condition_dim),
+            "max_batch": self.max_batch,
+            "max_pixels": self.max_pixels,
+            "device": str(getattr(predictor, "device", "")),
+        }
+
+    # ------------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> Worker:
+        self._stop.clear()
+        self._pipe_io = self.context.socket(zmq.PAIR)
+        self._pipe_io.linger = 0
+        self._pipe_io.bind(self._pipe_addr)
+        self._pipe_compute = self.context.socket(zmq.PAIR)
+        self._pipe_compute.linger = 0
+        self._pipe_compute.connect(self._pipe_addr)
+        self._threads = [
+            threading.Thread(target=self._io_loop, name=f"mdp-worker-io-{self.service}", daemon=True),
+            threading.Thread(target=self._compute_loop, name=f"mdp-worker-compute-{self.service}", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop both threads; the broker is told (DISCONNECT) so it re-queues what this worker held."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        self._threads = []
+        if stuck:
+            log.warning("worker threads %s did not stop within %.3g s", stuck, timeout)
+        elif self._own_context:
+            self.context.term()
+
+    def run(self) -> None:
+        """Serve in the background threads until :meth:`stop` or KeyboardInterrupt (then stop cleanly)."""
+        self.start()
+        try:
+            while not self._stop.wait(0.2):
+                if not all(t.is_alive() for t in self._threads):
+                    raise RuntimeError("a worker thread ended unexpectedly")
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    # ---------------------------------------------------------------------------------------------------- I/O thread
+    def _connect(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(0)
+        sock = self.context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.maxmsgsize = self.max_message_size
+        sock.rcvhwm = sock.sndhwm = 10_000
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.broker)
+        sock.send_multipart(mdp.worker_ready(self.service))
+        self._dealer = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._pipe_io, zmq.POLLIN)
+        self._generation += 1
+        self._broker_expiry = time.monotonic() + self.heartbeat_interval * self.liveness
+        log.info("worker for %r connected to %s (connection %d)", self.service, self.broker, self._generation)
+
+    def _io_loop(self) -> None:
+        try:
+            self._connect()
+            heartbeat_at = time.monotonic() + self.heartbeat_interval
+            while not self._stop.is_set():
+                wait = max(0.0, min(_POLL_S, heartbeat_at - time.monotonic()))
+                try:
+                    events = dict(self._poller.poll(wait * 1000))
+                    if events.get(self._dealer):
+                        self._drain_broker()
+                    if events.get(self._pipe_io):
+                        self._drain_replies()
+                    now = time.monotonic()
+                    if now >= heartbeat_at:
+                        self._dealer.send_multipart(mdp.worker_heartbeat())
+                        heartbeat_at = now + self.heartbeat_interval
+                    if now > self._broker_expiry:
+                        log.warning("broker %s silent for %d heartbeats: reconnecting", self.broker, self.liveness)
+                        self.counters["reconnects"] += 1
+                        self._connect()
+                except zmq.ContextTerminated:
+                    return
+                except Exception:
+                    log.debug("worker I/O loop error", exc_info=True)
+            try:
+                self._dealer.send_multipart(mdp.worker_disconnect())
+            except zmq.ZMQError:
+                pass
+        finally:
+            for s in (self._dealer, self._pipe_io):
+                if s is not None:
+                    s.close(0)
+            self._dealer = self._pipe_io = None
+
+    def _drain_broker(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self._dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._broker_expiry = time.monotonic() + self.heartbeat_interval * self.liveness
+            try:
+                msg = mdp.parse_worker(frames)
+            except Exception:
+                msg = None
+            if msg is None:
+                self.counters["malformed"] += 1
+                log.debug("ignored a malformed message of %d frames from the broker", len(frames))
+            elif msg.command == mdp.W_REQUEST:
+                self._request(msg.client, msg.body)
+            elif msg.command == mdp.W_DISCONNECT:
+                log.info("broker sent DISCONNECT: reconnecting")
+                self.counters["reconnects"] += 1
+                self._connect()
+                return
+            elif msg.command != mdp.W_HEARTBEAT:
+                self.counters["malformed"] += 1
+                log.debug("ignored an unexpected %s from the broker", mdp.WORKER_COMMANDS[msg.command])
+
+    def _reply(self, client: bytes, body: list) -> None:
+        self._dealer.send_multipart(mdp.worker_final(client, body), copy=False)
+
+    def _error(self, client: bytes, code: str, message: str) -> None:
+        self.counters["errors"] += 1
+        log.debug("refused a request: %s", message)
+        self._reply(client, codec.encode_error(code, message))
+
+    def _request(self, client: bytes, body: list) -> None:
+        self.counters["requests"] += 1
+        try:
+            req = codec.decode_request(body)
+        except codec.CodecError as e:
+            self._error(client, e.code, str(e))
+            return
+        if isinstance(req, codec.Body):  # info
+            self._reply(client, codec.encode("info", self.info))
+            return
+        p = self.predictor
+        try:
+            check_request(req.images, req.conditions, req.num_samples, p.image_size, p.condition_dim)
+        except ValueError as e:
+            self._error(client, "bad_request", str(e))
+            return
+        b, h, w = req.images.shape[:3]
+        pixels = b * req.num_samples * p.horizon * h * w
+        if pixels > self.max_pixels:
+            self._error(
+                client,
+                "too_large",
+                f"request is over the pixel budget: {b} images x {req.num_samples} samples x {p.horizon} frames x "
+                f"{h}x{w} = {pixels} output pixels > max_pixels {self.max_pixels}",
+            )
+            return
+        self._jobs.put(_Job(client, self._generation, req, time.monotonic()))
+
+    def _drain_replies(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self._pipe_io.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            client, generation, body = frames[0].bytes, struct.unpack("<Q", frames[1].bytes)[0], frames[2:]
+            if generation == self._generation:  # replies for an earlier connection would reach nobody
+                self.counters["replies"] += 1
+                self._reply(client, body)
+
+    # ------------------------------------------------------------------------------------------------ compute thread
+    def _compute_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    first = self._jobs.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                jobs, images = [first], len(first.request.images)
+                # a seeded request runs alone: take only what is already queued instead of waiting for more
+                deadline = time.monotonic() + (self.max_wait if first.request.seed is None else 0.0)
+                while images < self.max_batch:
+                    try:
+                        job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    jobs.append(job)
+                    images += len(job.request.images)
+                for group in self._groups(jobs):
+                    self._run(group)
+        finally:
+            self._pipe_compute.close(0)
+            self._pipe_compute = None
+
+    def _groups(self, jobs: list[_Job]) -> list[list[_Job]]:
+        """Seeded requests alone; the others by (num_samples, has conditions), at most max_batch images a call."""
+        groups: list[list[_Job]] = []
+        open_groups: dict[tuple[int, bool], list[_Job]] = {}
+        for job in jobs:
+            r = job.request
+            if r.seed is not None:
+                groups.append([job])
+                continue
+            key = (r.num_samples, r.conditions is not None)
+            g = open_groups.get(key)
+            if g is not None and sum(len(j.request.images) for j in g) + len(r.images) <= self.max_batch:
+                g.append(job)
+            else:
+                g = open_groups[key] = [job]
+                groups.append(g)
+        return groups
+
+    def _send_back(self, job: _Job, body: list) -> None:
+        self._pipe_compute.send_multipart([job.client, struct.pack("<Q", job.generation), *body], copy=False)
+
+    def _run(self, group: list[_Job]) -> None:
+        reqs = [j.request for j in group]
+        t0 = time.monotonic()
+        try:
+            images = reqs[0].images if len(reqs) == 1 else np.concatenate([r.images for r in reqs])
+            conds = None
+            if reqs[0].conditions is not None:
+                conds = reqs[0].conditions if len(reqs) == 1 else np.concatenate([r.conditions for r in reqs])
+            pred = self.predictor.predict(images, conds, reqs[0].num_samples, seed=reqs[0].seed)
+        except Exception as e:
+            if len(group) > 1:  # find the one that fails; the others still get answers
+                for job in group:
+                    self._run([job])
+                return
+            code = "bad_request" if isinstance(e, ValueError) else "internal"
+            log.warning("predict failed: %s: %s", type(e).__name__, e)
+            self._send_back(group[0], codec.encode_error(code, f"{type(e).__name__}: {e}"))
+            return
+        self.counters["batches"] += 1
+        self.counters["batched_requests"] += len(group)
+        done = time.monotonic()
+        start = 0
+        for job in group:
+            stop = start + len(job.request.images)
+            part = _slice(pred, start, stop) if len(group) > 1 else pred
+            timing = {
+                "server_queue": t0 - job.received,
+                "server_total": done - job.received,
+                "batch_images": float(len(images)),
+                "batch_requests": float(len(group)),
+            }
+            try:
+                self._send_back(job, codec.encode_prediction(part, timing))
+            except Exception as e:  # e.g. an array dtype the wire does not carry
+                self._send_back(job, codec.encode_error("internal", f"cannot encode the prediction: {e}"))
+            start = stop
+
+
+def _slice(pred: Prediction, start: int, stop: int) -> Prediction:
+    """Inputs ``start:stop`` of a batched prediction (views, no copies)."""
+
+    def cut(a: Any) -> Any:
+        return None if a is None else a[start:stop]
+
+    return Prediction(
+        frames=pred.frames[start:stop],
+        flows=pred.flows[start:stop],
+        flow_source=pred.flow_source,
+        method=pred.method,
+        condition=cut(pred.condition),
+        masks=cut(pred.masks),
+        timing=dict(pred.timing),
+    )

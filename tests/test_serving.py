@@ -1,0 +1,668 @@
+"""Serving over ZeroMQ (MDP/0.2): wire format, raw-frame conformance of broker and worker, batching, seeds, bad
+requests, fuzzing, CURVE. Real sockets on 127.0.0.1, short heartbeats; the process-level faults (SIGKILL of a worker,
+broker restart) are in test_serving_faults.py."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from imagine_ros.models import build
+from imagine_ros.models.checkpoint import save_checkpoint
+from imagine_ros.predictor import Predictor
+from imagine_ros.serving import codec
+from imagine_ros.serving import protocol as mdp
+from imagine_ros.serving.broker import Broker
+from imagine_ros.serving.client import MDPClient, RemoteError, RemotePredictor, ServiceUnavailable
+from imagine_ros.serving.curve import CurveClientKeys, CurveServerKeys
+from imagine_ros.serving.worker import Worker
+
+HB = 0.1  # heartbeat interval of the tests, seconds
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    save_checkpoint(d / "vd", build("visual_dynamics", "tiny"))
+    save_checkpoint(d / "copy", build("copy_last", "tiny"))
+    return {"vd": d / "vd.json", "copy": d / "copy.json"}
+
+
+@pytest.fixture(scope="module")
+def copy_predictor(checkpoints) -> Predictor:
+    return Predictor.from_checkpoint(checkpoints["copy"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def vd_predictor(checkpoints) -> Predictor:
+    return Predictor.from_checkpoint(checkpoints["vd"], device="cpu")
+
+
+def images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextmanager
+def running_broker(**kw) -> Iterator[Broker]:
+    kw.setdefault("heartbeat_interval", HB)
+    b = Broker(kw.pop("bind", "tcp://127.0.0.1:*"), **kw).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@contextmanager
+def running_worker(predictor, endpoint: str, **kw) -> Iterator[Worker]:
+    kw.setdefault("heartbeat_interval", HB)
+    w = Worker(predictor, endpoint, **kw).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def recv(sock: zmq.Socket, timeout: float = 2.0, skip_heartbeats: bool = True) -> list[bytes] | None:
+    """The next message on ``sock`` as bytes (heartbeats skipped), or None after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not sock.poll(remaining * 1000):
+            return None
+        frames = sock.recv_multipart()
+        body = frames[1:] if sock.type == zmq.ROUTER else frames
+        if skip_heartbeats and body == [mdp.MDPW, mdp.W_HEARTBEAT]:
+            continue
+        return frames
+    return None
+
+
+def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(endpoint)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------------- wire format
+def test_codec_round_trip_is_zero_copy_and_versioned(copy_predictor):
+    pred = copy_predictor.predict(images(2), None, num_samples=3, seed=1)
+    pred.frames = np.ascontiguousarray(pred.frames)  # (the Predictor's frames are a transposed view)
+    frames = codec.encode_prediction(pred, {"server_total": 0.5})
+    header = msgpack.unpackb(frames[0])
+    assert header["v"] == codec.PROTOCOL_VERSION and header["type"] == "prediction"
+    assert [a["name"] for a in header["arrays"]] == ["frames", "flows", "masks"]
+    assert np.shares_memory(frames[1], pred.frames) and np.shares_memory(frames[2], pred.flows)  # nothing copied
+    zframes = [zmq.Frame(f) for f in frames]
+    out = codec.prediction_from_body(codec.decode_reply(zframes))
+    assert out.frames.dtype == np.uint8 and out.flows.dtype == np.float32
+    np.testing.assert_array_equal(out.frames, pred.frames)
+    np.testing.assert_array_equal(out.flows, pred.flows)
+    np.testing.assert_array_equal(out.masks, pred.masks)
+    assert np.shares_memory(out.frames, np.frombuffer(zframes[1].buffer, np.uint8))  # decoding does not copy either
+    assert out.timing["server_total"] == 0.5 and out.method == "copy_last" and out.flow_source == "native"
+
+
+def _header(**fields) -> bytes:
+    return msgpack.packb({"v": 1, "type": "predict", "num_samples": 1, "seed": None, **fields})
+
+
+IMG = np.zeros((1, 16, 16, 3), np.uint8)
+IMG_DESC = [{"name": "images", "dtype": "uint8", "shape": [1, 16, 16, 3]}]
+
+
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        ([], "empty body"),
+        ([b"\xc1\xc1"], "not msgpack"),
+        ([b"\x80\x04K\x01."], "not msgpack"),  # a pickle stream is refused, never unpickled
+        ([msgpack.packb([1, 2])], "must be a msgpack map"),
+        ([msgpack.packb({"v": 2, "type": "predict"})], "unsupported protocol version 2"),
+        ([msgpack.packb({"type": "predict"})], "unsupported protocol version None"),
+        ([_header(arrays=IMG_DESC, colour="red"), IMG], "unknown field(s) 'colour'"),
+        ([_header(arrays=IMG_DESC), IMG, IMG], "describes 1 arrays but the body has 2"),
+        ([_header(arrays=[{**IMG_DESC[0], "dtype": "float64"}]), IMG], "dtype 'float64'"),
+        ([_header(arrays=[{**IMG_DESC[0], "shape": [2, 16, 16, 3]}]), IMG], "needs 1536 bytes, frame has 768"),
+        ([_header(arrays=[{**IMG_DESC[0], "shape": [-1]}]), IMG], "non-negative integers"),
+        ([_header(arrays=[])], "missing array(s) 'images'"),
+        ([_header(arrays=IMG_DESC, num_samples=0), IMG], "num_samples must be a positive integer"),
+        ([_header(arrays=IMG_DESC, seed=True), IMG], "seed must be nil or an integer"),
+        ([_header(arrays=IMG_DESC, type="train"), IMG], "unknown request type 'train'"),
+        ([msgpack.packb({"v": 1, "type": "predict", "pad": "x" * 70000})], "exceeds the limit"),
+    ],
+)
+def test_codec_refuses_malformed_bodies_by_name(frames, message):
+    with pytest.raises(codec.CodecError) as e:
+        codec.decode_request(frames)
+    assert message in str(e.value)
+
+
+def test_codec_never_raises_anything_else_on_random_bytes():
+    rng = random.Random(0)
+    valid = codec.encode_predict(IMG, None, 2, 7)
+    for _ in range(3000):
+        frames = [bytes(f) for f in valid]
+        k = rng.randrange(4)
+        if k == 0:
+            frames = [rng.randbytes(rng.randrange(40)) for _ in range(rng.randrange(4))]
+        elif k == 1:
+            h = bytearray(frames[0])
+            for _ in range(rng.randrange(1, 4)):
+                h[rng.randrange(len(h))] = rng.randrange(256)
+            frames[0] = bytes(h)
+        elif k == 2:
+            frames = frames[: rng.randrange(len(frames) + 1)] + [rng.randbytes(rng.randrange(800))]
+        else:
+            frames[0] = msgpack.packb({"v": 1, "type": rng.choice(["predict", "info", 3]), "arrays": rng.random()})
+        try:
+            codec.decode_request(frames)
+        except codec.CodecError:
+            pass
+
+
+# --------------------------------------------------------------------------------------- broker: raw MDP/0.2 frames
+def test_broker_speaks_raw_mdp02():
+    ctx = zmq.Context()
+    with running_broker(liveness=10, request_timeout=0.5) as broker:
+        ep = broker.endpoint
+        w, c = dealer(ctx, ep), dealer(ctx, ep)
+        w.send_multipart([mdp.MDPW, mdp.W_READY, b"echo"])  # READY gets no answer
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"echo", b"hello", b"world"])
+        got = recv(w)
+        assert got[:2] == [mdp.MDPW, mdp.W_REQUEST] and got[3:] == [b"", b"hello", b"world"]
+        client_addr = got[2]
+        w.send_multipart([mdp.MDPW, mdp.W_PARTIAL, client_addr, b"", b"part"])
+        w.send_multipart([mdp.MDPW, mdp.W_FINAL, client_addr, b"", b"reply"])
+        assert recv(c) == [mdp.MDPC, mdp.C_PARTIAL, b"echo", b"part"]
+        assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"echo", b"reply"]
+
+        # the broker heartbeats every interval
+        t0, beats = time.monotonic(), 0
+        while time.monotonic() - t0 < 6 * HB:
+            if w.poll(50) and w.recv_multipart() == [mdp.MDPW, mdp.W_HEARTBEAT]:
+                beats += 1
+        assert 3 <= beats <= 8
+        w.send_multipart([mdp.MDPW, mdp.W_HEARTBEAT])
+
+        # MMI: is there a worker for a service?
+        for service, code in [(b"echo", b"200"), (b"nobody", b"404")]:
+            c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"mmi.service", service])
+            assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"mmi.service", code]
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"mmi.nonsense"])
+        assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"mmi.nonsense", b"501"]
+
+        # protocol violations are answered with DISCONNECT
+        w.send_multipart([mdp.MDPW, mdp.W_READY, b"echo"])  # READY twice
+        assert recv(w) == [mdp.MDPW, mdp.W_DISCONNECT]
+        stranger = dealer(ctx, ep)
+        stranger.send_multipart([mdp.MDPW, mdp.W_HEARTBEAT])  # heartbeat before READY
+        assert recv(stranger) == [mdp.MDPW, mdp.W_DISCONNECT]
+        odd = dealer(ctx, ep)
+        odd.send_multipart([mdp.MDPW, mdp.W_READY, b"odd"])
+        odd.send_multipart([mdp.MDPW, b"\x09"])  # unknown command
+        assert recv(odd) == [mdp.MDPW, mdp.W_DISCONNECT]
+        odd2 = dealer(ctx, ep)
+        odd2.send_multipart([mdp.MDPW, mdp.W_READY, b"odd"])
+        odd2.send_multipart([mdp.MDPW, mdp.W_REQUEST, b"x", b"", b"y"])  # REQUEST goes broker -> worker only
+        assert recv(odd2) == [mdp.MDPW, mdp.W_DISCONNECT]
+
+        # a request for a service without a worker waits in the queue for one ...
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"late", b"q"])
+        time.sleep(0.1)
+        late = dealer(ctx, ep)
+        late.send_multipart([mdp.MDPW, mdp.W_READY, b"late"])
+        got = recv(late)
+        assert got[1] == mdp.W_REQUEST and got[-1] == b"q"
+        # ... and expires after request_timeout with an error reply
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"nobody", b"q"])
+        got = recv(c, timeout=2.0)
+        assert got[:3] == [mdp.MDPC, mdp.C_FINAL, b"nobody"]
+        err = codec.decode_reply(got[3:])
+        assert err.type == "error" and err.fields["code"] == "expired" and "nobody" in err.fields["message"]
+
+        # a worker that stays silent for liveness intervals is removed
+        quiet = dealer(ctx, ep)
+        quiet.send_multipart([mdp.MDPW, mdp.W_READY, b"quiet"])
+        wait_until(lambda: broker.stats()["services"].get("quiet", {}).get("workers") == [0], 2, "registration")
+        wait_until(lambda: "quiet" not in broker.stats()["services"], 10 * HB * 1.5 + 1, "worker expiry")
+        assert broker.alive
+    ctx.destroy(0)
+
+
+# --------------------------------------------------------------------------------------- worker: raw MDP/0.2 frames
+def test_worker_speaks_raw_mdp02(copy_predictor):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    with running_worker(copy_predictor, f"tcp://127.0.0.1:{port}", liveness=5) as worker:
+        ident, *ready = recv(router)
+        assert ready == [mdp.MDPW, mdp.W_READY, b"copy_last"]
+        img = images(2)
+        router.send_multipart(
+            [ident, mdp.MDPW, mdp.W_REQUEST, b"client-1", b"", *codec.encode_predict(img, None, 2, 3)]
+        )
+        got = recv(router)
+        assert got[:5] == [ident, mdp.MDPW, mdp.W_FINAL, b"client-1", b""]
+        pred = codec.prediction_from_body(codec.decode_reply(got[5:]))
+        assert pred.frames.shape == (2, 2, 3, 16, 16, 3)
+        np.testing.assert_array_equal(pred.frames, np.broadcast_to(img[:, None, None], pred.frames.shape))
+
+        router.send_multipart([ident, mdp.MDPW, mdp.W_REQUEST, b"client-2", b"", *codec.encode_info_request()])
+        info = codec.decode_reply(recv(router)[5:])
+        assert info.type == "info" and info.fields["image_size"] == 16 and info.fields["condition_dim"] == 0
+
+        # heartbeats every interval
+        t0, beats = time.monotonic(), 0
+        while time.monotonic() - t0 < 6 * HB:
+            router.send_multipart([ident, mdp.MDPW, mdp.W_HEARTBEAT])
+            if router.poll(int(HB * 500)) and router.recv_multipart()[1:] == [mdp.MDPW, mdp.W_HEARTBEAT]:
+                beats += 1
+            while router.poll(0):
+                beats += router.recv_multipart()[1:] == [mdp.MDPW, mdp.W_HEARTBEAT]
+        assert 3 <= beats <= 9
+
+        # DISCONNECT -> a new socket (new identity) and READY again
+        router.send_multipart([ident, mdp.MDPW, mdp.W_DISCONNECT])
+        ident2, *ready = recv(router)
+        assert ready == [mdp.MDPW, mdp.W_READY, b"copy_last"] and ident2 != ident
+        # a silent broker -> reconnect after liveness intervals
+        t0 = time.monotonic()
+        while True:
+            frames = recv(router, timeout=3.0)
+            assert frames is not None, "worker did not reconnect to a silent broker"
+            if frames[1:] == [mdp.MDPW, mdp.W_READY, b"copy_last"]:
+                break
+        assert frames[0] != ident2 and time.monotonic() - t0 >= 4 * HB
+        assert worker.counters["reconnects"] == 2 and worker.alive
+    ctx.destroy(0)
+
+
+class _GilHoggingPredictor:
+    """A real predictor whose ``predict`` then runs 1 s of pure Python (holding the GIL as much as Python code can)."""
+
+    def __init__(self, inner: Predictor):
+        self.inner = inner
+        self.method, self.image_size, self.horizon, self.condition_dim = (
+            inner.method,
+            inner.image_size,
+            inner.horizon,
+            inner.condition_dim,
+        )
+
+    def predict(self, *args, **kw):
+        out = self.inner.predict(*args, **kw)
+        t_end, x = time.monotonic() + 1.0, 0
+        while time.monotonic() < t_end:
+            x = sum(range(2000))
+        return out if x else out
+
+
+def test_worker_heartbeats_while_the_model_runs(copy_predictor):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    with running_worker(_GilHoggingPredictor(copy_predictor), f"tcp://127.0.0.1:{port}", liveness=3):
+        ident = recv(router)[0]
+        router.send_multipart([ident, mdp.MDPW, mdp.W_REQUEST, b"c", b"", *codec.encode_predict(images(1), None, 1, 0)])
+        beats, reply = [], None
+        while reply is None:
+            frames = recv(router, timeout=3.0, skip_heartbeats=False)
+            assert frames is not None
+            router.send_multipart([ident, mdp.MDPW, mdp.W_HEARTBEAT])
+            if frames[1:] == [mdp.MDPW, mdp.W_HEARTBEAT]:
+                beats.append(time.monotonic())
+            elif frames[2] == mdp.W_FINAL:
+                reply = frames
+        gaps = np.diff(beats)
+        assert len(beats) >= 7 and gaps.max() < 3 * HB, gaps  # no gap long enough to look dead
+    ctx.destroy(0)
+
+
+# ------------------------------------------------------------------------------------ predictions through a broker
+def test_remote_predictor_equals_in_process_predictor_for_a_seed(checkpoints, vd_predictor):
+    served = Predictor.from_checkpoint(checkpoints["vd"], device="cpu")
+    with running_broker() as broker, running_worker(served, broker.endpoint, max_wait_ms=50) as worker:
+        with RemotePredictor(broker.endpoint, "visual_dynamics", timeout=5) as remote:
+            assert (remote.method, remote.image_size, remote.horizon, remote.condition_dim) == (
+                "visual_dynamics",
+                16,
+                3,
+                3,
+            )
+            img = images(2, seed=1)
+            cond = np.array([[0.1, 0.2, 0.3], [0.0, -0.1, 0.2]], np.float32)
+            for c, seed in [(cond, 5), (None, 6)]:
+                r = remote.predict(img, c, num_samples=3, seed=seed)
+                local = vd_predictor.predict(img, c, num_samples=3, seed=seed)
+                np.testing.assert_array_equal(r.frames, local.frames)
+                np.testing.assert_array_equal(r.flows, local.flows)
+                assert r.flows.dtype == np.float32 and r.flow_source == local.flow_source == "dis"
+                assert r.method == "visual_dynamics" and r.masks is None
+                if c is None:
+                    assert r.condition is None
+                else:
+                    np.testing.assert_array_equal(r.condition, c)
+                assert {"model", "server_total", "remote_total"} <= set(r.timing)
+            # same validation and errors as the in-process Predictor, before anything is sent
+            for bad in [images(1, size=8), images(1).astype(np.float32)]:
+                with pytest.raises(ValueError) as e_remote:
+                    remote.predict(bad)
+                with pytest.raises(ValueError) as e_local:
+                    vd_predictor.predict(bad)
+                assert str(e_remote.value) == str(e_local.value)
+
+            # concurrent calls from threads, one shared RemotePredictor: seeded ones stay exact, unseeded ones batch
+            results: dict[int, object] = {}
+            barrier = threading.Barrier(8)
+
+            def call(i: int) -> None:
+                barrier.wait()
+                results[i] = remote.predict(images(1, seed=10 + i), None, 2, seed=i if i % 2 else None)
+
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert sorted(results) == list(range(8))
+            for i, r in results.items():
+                assert r.frames.shape == (1, 2, 3, 16, 16, 3)
+                if i % 2:
+                    np.testing.assert_array_equal(
+                        r.frames, vd_predictor.predict(images(1, seed=10 + i), None, 2, i).frames
+                    )
+                else:
+                    assert r.timing["batch_requests"] >= 1
+            assert max(r.timing["batch_requests"] for i, r in results.items() if i % 2 == 0) > 1  # batched
+            assert all(r.timing["batch_requests"] == 1 for i, r in results.items() if i % 2)  # seeded: alone
+            assert worker.counters["batches"] < worker.counters["batched_requests"]
+
+
+def test_bad_requests_get_error_replies_and_the_worker_keeps_serving(vd_predictor):
+    max_pixels = 1 * 4 * 3 * 16 * 16  # one image x 4 samples x 3 frames of 16x16
+    with running_broker() as broker, running_worker(vd_predictor, broker.endpoint, max_pixels=max_pixels) as worker:
+        client = MDPClient(broker.endpoint, timeout=5, retries=0)
+        img = images(1)
+        good = codec.encode_predict(img, None, 2, 0)
+        cases = [
+            (codec.encode_predict(img.astype(np.float32), None, 1, 0), "bad_request", "uint8"),
+            (codec.encode_predict(images(1, size=8), None, 1, 0), "bad_request", "(B, 16, 16, 3) uint8, got shape"),
+            (codec.encode_predict(images(1)[0], None, 1, 0), "bad_request", "got shape (16, 16, 3)"),
+            ([_header(arrays=IMG_DESC, colour="red"), IMG[:1]], "bad_request", "unknown field(s) 'colour'"),
+            ([b"\xc1 certainly not msgpack"], "bad_request", "undecodable body"),
+            ([b"\x80\x04\x95\x05\x00."], "bad_request", "undecodable body"),  # pickle bytes
+            (
+                codec.encode_predict(img, np.zeros((1, 2), np.float32), 1, 0),
+                "bad_request",
+                "conditions must have shape (1, 3)",
+            ),
+            (codec.encode_predict(img, np.full((1, 3), np.nan, np.float32), 1, 0), "bad_request", "finite"),
+            (codec.encode_predict(img, None, 5, 0), "too_large", "over the pixel budget"),
+            ([msgpack.packb({"v": 99, "type": "predict"})], "unsupported_version", "version 99"),
+            ([msgpack.packb({"v": 1, "type": "fly", "arrays": []})], "bad_request", "unknown request type 'fly'"),
+        ]
+        for body, code, message in cases:
+            reply = codec.decode_reply(client.request("visual_dynamics", body))
+            assert reply.type == "error" and reply.fields["code"] == code, (message, reply.fields)
+            assert message in reply.fields["message"], reply.fields["message"]
+            # the worker keeps serving after every refusal
+            assert codec.decode_reply(client.request("visual_dynamics", good)).type == "prediction"
+        assert worker.alive and worker.counters["errors"] == len(cases)
+        with RemotePredictor(broker.endpoint, "visual_dynamics", timeout=5) as remote:
+            with pytest.raises(RemoteError, match="over the pixel budget") as e:
+                remote.predict(img, None, num_samples=5)
+            assert e.value.code == "too_large"
+        client.close()
+
+
+def test_client_gives_up_with_a_clear_error_and_expired_requests_raise():
+    with running_broker(request_timeout=0.3) as broker:
+        with RemotePredictor(broker.endpoint, "nobody", timeout=2.0, retries=2) as remote:
+            t0 = time.monotonic()
+            with pytest.raises(ServiceUnavailable, match="no worker of service 'nobody'"):
+                remote.predict(images(1))
+            assert time.monotonic() - t0 < 1.5
+    ctx = zmq.Context()
+    port = ctx.socket(zmq.ROUTER).bind_to_random_port("tcp://127.0.0.1")  # answers nothing
+    client = MDPClient(f"tcp://127.0.0.1:{port}", timeout=0.2, retries=2, context=ctx)
+    t0 = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match=r"after 3 attempts of 0.2 s"):
+        client.request("x", [b"y"])
+    assert 0.55 <= time.monotonic() - t0 < 2 and client.attempts == 3 and client.timeouts == 3
+    client.close()
+    ctx.destroy(0)
+
+
+# ---------------------------------------------------------------------------------------------------------- fuzzing
+def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
+    frames = list(frames)
+    k = rng.randrange(7)
+    if k == 0 and frames:  # flip bytes
+        i = rng.randrange(len(frames))
+        f = bytearray(frames[i]) or bytearray(b"\x00")
+        for _ in range(rng.randrange(1, 4)):
+            f[rng.randrange(len(f))] = rng.randrange(256)
+        frames[i] = bytes(f)
+    elif k == 1:  # drop frames
+        frames = frames[: rng.randrange(len(frames) + 1)]
+    elif k == 2:  # add frames
+        frames += [rng.randbytes(rng.randrange(64)) for _ in range(rng.randrange(1, 4))]
+    elif k == 3 and len(frames) > 1:  # random command byte
+        frames[1] = bytes([rng.randrange(12)])
+    elif k == 4:  # random frames altogether
+        frames = [rng.randbytes(rng.randrange(32)) for _ in range(rng.randrange(6))]
+    elif k == 5:  # a random msgpack header in place of a body
+        hdr = {
+            rng.choice(["v", "type", "arrays", "seed", "num_samples", "zzz"]): rng.choice(
+                [1, 2, "predict", "info", None, -1, 10**12, [], [{"name": "images", "dtype": "uint8", "shape": [1]}]]
+            )
+            for _ in range(rng.randrange(5))
+        }
+        frames = frames[:4] + [msgpack.packb(hdr)]
+    return frames
+
+
+def test_broker_survives_fuzzing_and_keeps_serving(copy_predictor):
+    rng = random.Random(1234)
+    ctx = zmq.Context()
+    with running_broker(liveness=3, request_timeout=1.0) as broker:
+        with running_worker(copy_predictor, broker.endpoint, liveness=3):
+            remote = RemotePredictor(broker.endpoint, "copy_last", timeout=2.0, retries=3)
+            remote.info()
+            fuzzers = [dealer(ctx, broker.endpoint) for _ in range(4)]
+            templates = [
+                [mdp.MDPC, mdp.C_REQUEST, b"copy_last", *map(bytes, codec.encode_predict(images(1), None, 1, None))],
+                [mdp.MDPC, mdp.C_REQUEST, b"copy_last", b"junk"],
+                [mdp.MDPW, mdp.W_READY, b"copy_last"],  # fuzzers posing as (silent) workers of the real service
+                [mdp.MDPW, mdp.W_READY, b"other"],
+                [mdp.MDPW, mdp.W_READY, b"mmi.x"],
+                [mdp.MDPW, mdp.W_HEARTBEAT],
+                [mdp.MDPW, mdp.W_FINAL, b"\x00\x80\x00\x00\x29", b"", b"reply"],
+                [mdp.MDPW, mdp.W_DISCONNECT],
+                [mdp.MDPC, mdp.C_REQUEST, b"mmi.service", b"copy_last"],
+            ]
+            sent = 0
+            for i in range(4000):
+                msg = _mutate(rng, rng.choice(templates))
+                if not msg:
+                    msg = [b""]
+                rng.choice(fuzzers).send_multipart(msg)
+                sent += 1
+                if i % 500 == 0:
+                    for f in fuzzers:  # read what came back (errors, DISCONNECTs) so no queue fills up
+                        while f.poll(0):
+                            f.recv_multipart()
+            time.sleep(0.2)
+            assert broker.alive
+            stats = broker.stats()
+            assert stats["dropped"] > 100 and stats["disconnects_sent"] > 100, stats
+            # fuzzers that registered as copy_last workers go silent now and expire; real requests are served
+            for seed in range(5):
+                img = images(1, seed=seed)
+                r = remote.predict(img, None, num_samples=2)
+                np.testing.assert_array_equal(r.frames[0, 1, 0], img[0])
+            remote.close()
+            print(f"\nFUZZ broker: {sent} messages, {stats}")
+    ctx.destroy(0)
+
+
+def test_worker_survives_fuzzing_and_keeps_serving(copy_predictor):
+    rng = random.Random(99)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    ident = None
+    answered = 0
+
+    def pump(timeout: float = 0.0) -> None:
+        nonlocal ident, answered
+        while router.poll(timeout * 1000):
+            frames = router.recv_multipart()
+            if frames[1:] == [mdp.MDPW, mdp.W_READY, b"copy_last"]:
+                ident = frames[0]
+            elif len(frames) > 2 and frames[2] == mdp.W_FINAL:
+                answered += 1
+            timeout = 0.0
+
+    with running_worker(copy_predictor, f"tcp://127.0.0.1:{port}", liveness=20, max_pixels=1 << 16) as worker:
+        pump(2.0)
+        assert ident is not None
+        valid = [mdp.MDPW, mdp.W_REQUEST, b"client", b"", *map(bytes, codec.encode_predict(images(1), None, 1, None))]
+        for i in range(4000):
+            msg = _mutate(rng, valid)
+            if msg[:2] == [mdp.MDPW, mdp.W_DISCONNECT] and rng.random() < 0.9:
+                continue  # keep reconnects rare
+            router.send_multipart([ident, *(msg or [b""])])
+            if i % 200 == 0:
+                pump()
+                router.send_multipart([ident, mdp.MDPW, mdp.W_HEARTBEAT])
+        pump(0.5)
+        assert worker.alive and answered > 100
+        router.send_multipart(
+            [ident, mdp.MDPW, mdp.W_REQUEST, b"last", b"", *codec.encode_predict(images(1), None, 1, 0)]
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            frames = recv(router, timeout=1.0)
+            if frames and frames[2:4] == [mdp.W_FINAL, b"last"]:
+                assert codec.decode_reply(frames[5:]).type == "prediction"
+                break
+        else:
+            raise AssertionError("the worker did not answer a valid request after fuzzing")
+        print(f"\nFUZZ worker: 4000 messages, {answered} answered, counters {worker.counters}")
+    ctx.destroy(0)
+
+
+# ------------------------------------------------------------------------------------------------------------ CURVE
+def test_curve_serves_allowed_keys_only(tmp_path, copy_predictor):
+    from imagine_ros.cli import main
+
+    for name in ["broker", "worker", "robot", "intruder", "fake_broker"]:
+        assert main(["keygen", "--dir", str(tmp_path / "keys"), "--name", name]) == 0
+    keys = tmp_path / "keys"
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ["worker", "robot"]:
+        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    assert (keys / "robot.key_secret").stat().st_mode & 0o077 == 0
+    server = CurveServerKeys.from_files(keys / "broker.key_secret", allowed)
+    with running_broker(curve=server) as broker:
+        ep = broker.endpoint
+        worker_keys = CurveClientKeys.from_files(keys / "worker.key_secret", keys / "broker.key")
+        with running_worker(copy_predictor, ep, curve=worker_keys):
+            robot = CurveClientKeys.from_files(keys / "robot.key_secret", keys / "broker.key")
+            with RemotePredictor(ep, "copy_last", timeout=3, curve=robot) as ok:
+                img = images(1)
+                np.testing.assert_array_equal(ok.predict(img).frames[0, 0, 0], img[0])
+            refused = {
+                "unknown client key": CurveClientKeys.from_files(keys / "intruder.key_secret", keys / "broker.key"),
+                "wrong server key": CurveClientKeys.from_files(keys / "robot.key_secret", keys / "fake_broker.key"),
+                "no encryption": None,
+            }
+            for what, curve in refused.items():
+                with RemotePredictor(ep, "copy_last", timeout=0.4, retries=1, curve=curve) as bad:
+                    with pytest.raises(ServiceUnavailable):
+                        bad.predict(img)
+                    assert bad.client.attempts == 2, what
+            assert broker.stats()["requests"] == 2  # only the allowed client's info + predict got through
+
+
+# ------------------------------------------------------------------------------------------------------- launch file
+def test_launch_file_starts_a_broker_and_n_workers_with_valid_commands(monkeypatch):
+    """``launch`` (ROS 2) cannot be installed here: minimal stand-ins record what the launch file asks for, and every
+    command it would run is parsed by the real ``imagine-ros`` parser."""
+    import importlib.util
+    import sys
+    import types
+
+    from imagine_ros.cli import build_parser
+
+    class _Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class _LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    mods = {
+        "launch": types.ModuleType("launch"),
+        "launch.actions": types.ModuleType("launch.actions"),
+        "launch.substitutions": types.ModuleType("launch.substitutions"),
+    }
+    mods["launch"].LaunchDescription = _Action
+    for name in ["DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction"]:
+        setattr(mods["launch.actions"], name, type(name, (_Action,), {}))
+    mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    path = Path(__file__).resolve().parents[1] / "launch" / "serving.launch.py"
+    spec = importlib.util.spec_from_file_location("serving_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+    entities = ld.args[0]
+    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    assert {"checkpoint", "workers", "device", "bind"} <= set(declared)
+    opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
+    context = {**declared, "checkpoint": "/m/vd.json", "workers": "3", "device": "cuda:0", "bind": "tcp://*:6000"}
+    procs = opaque.kwargs["function"](context)
+    cmds = [p.kwargs["cmd"] for p in procs]
+    assert len(cmds) == 4 and cmds[0][:2] == ["imagine-ros", "broker"]
+    parser = build_parser()
+    broker_args = parser.parse_args(cmds[0][1:])
+    assert broker_args.bind == "tcp://*:6000"
+    for cmd in cmds[1:]:
+        a = parser.parse_args(cmd[1:])
+        assert (a.command, a.checkpoint, a.broker, a.device) == (
+            "serve",
+            "/m/vd.json",
+            "tcp://127.0.0.1:6000",
+            "cuda:0",
+        )
