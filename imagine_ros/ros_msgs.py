@@ -11,11 +11,20 @@ ROS 2 puts on the wire. The field-level logic is kept apart from any message cla
 Supported encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` (uint8) and ``32FC1``, ``32FC2`` (float32,
 e.g. optical flow). Arrays are taken and returned in the encoding's own channel order (``bgr8`` data is BGR);
 :func:`to_rgb` converts the colour encodings to RGB. Messages are always written little-endian (``is_bigendian=0``);
-big-endian float messages are read correctly.
+big-endian float messages are read correctly (converted to native order); for the 8-bit encodings the flag has no
+meaning and is ignored. Padded rows (``step`` larger than the packed row, e.g. drivers that align rows to 4 bytes)
+are read correctly.
+
+For the rclpy node (and anything else that holds ready-made message objects) :func:`fill_image`,
+:func:`fill_point_stamped` and :func:`set_header` write into an existing message: they only set attributes, and an
+rclpy ``uint8[]`` field (an ``array.array('B')``) gets an ``array.array`` again, filled from bytes in one call.
+:func:`msg_to_rgb` is the camera input path: the five colour encodings of :data:`CAMERA_ENCODINGS` become
+(H, W, 3) uint8 RGB; anything else raises :class:`UnsupportedEncoding`.
 """
 
 from __future__ import annotations
 
+import array as _array_module
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +57,14 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "32FC1": EncodingInfo(np.dtype("<f4"), 1),
     "32FC2": EncodingInfo(np.dtype("<f4"), 2),
 }
+
+#: encodings the prediction node accepts from a camera (converted to RGB by :func:`msg_to_rgb`)
+CAMERA_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+
+
+class UnsupportedEncoding(ValueError):
+    """An image whose encoding is not one of the accepted ones (the message names the encoding and the choices)."""
+
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _NS = 1_000_000_000
@@ -290,3 +307,76 @@ def msg_to_cdr(msg: Any, typestore=None) -> bytes:
 def cdr_to_msg(data: bytes | memoryview, msgtype: str, typestore=None) -> Any:
     ts = typestore if typestore is not None else get_typestore()
     return ts.deserialize_cdr(data, msgtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# camera input and filling existing messages (rclpy or rosbags)
+
+
+def msg_to_rgb(msg: Any, accepted: Sequence[str] = CAMERA_ENCODINGS) -> np.ndarray:
+    """A camera Image message (any object with the Image fields) -> (H, W, 3) uint8 RGB, a fresh array.
+
+    Raises :class:`UnsupportedEncoding` for an encoding outside ``accepted`` (default :data:`CAMERA_ENCODINGS`) and
+    ``ValueError`` for inconsistent fields (data length, step).
+    """
+    encoding = str(msg.encoding)
+    if encoding not in accepted:
+        raise UnsupportedEncoding(f"image encoding {encoding!r} is not accepted; expected one of {', '.join(accepted)}")
+    return np.ascontiguousarray(to_rgb(msg_to_image(msg, copy=True), encoding))
+
+
+def _uint8_payload(current: Any, data: np.ndarray) -> Any:
+    """The value to assign to a ``uint8[]`` field that holds ``current``: an ``array.array('B')`` for rclpy messages
+    (its setter would otherwise check every byte in Python), else a uint8 numpy array (rosbags, plain objects)."""
+    if isinstance(current, _array_module.array):
+        return _array_module.array("B", data.tobytes())
+    return data
+
+
+def set_header(msg: Any, stamp_ns: int | None = None, frame_id: str | None = None) -> Any:
+    """Set ``msg.header.stamp`` (from integer nanoseconds) and/or ``msg.header.frame_id`` in place; returns ``msg``."""
+    if stamp_ns is not None:
+        sec, nanosec = stamp_from_ns(stamp_ns)
+        msg.header.stamp.sec = sec
+        msg.header.stamp.nanosec = nanosec
+    if frame_id is not None:
+        msg.header.frame_id = str(frame_id)
+    return msg
+
+
+def fill_image(msg: Any, array: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """Write ``array`` into the Image message ``msg`` in place (see :func:`image_fields`); returns ``msg``.
+
+    ``header``, when given, is assigned as is (e.g. the input image's header, so outputs carry its stamp and frame).
+    Works on rclpy messages (``data`` becomes an ``array.array('B')``) and on rosbags or plain objects (a uint8 array).
+    """
+    f = image_fields(array, encoding)
+    if header is not None:
+        msg.header = header
+    msg.height = f.height
+    msg.width = f.width
+    msg.encoding = f.encoding
+    msg.is_bigendian = f.is_bigendian
+    msg.step = f.step
+    msg.data = _uint8_payload(getattr(msg, "data", None), f.data)
+    return msg
+
+
+def fill_point_stamped(msg: Any, xyz: Sequence[float] | np.ndarray, header: Any = None) -> Any:
+    """Write ``xyz`` (metres) into the PointStamped ``msg`` in place (header assigned when given); returns ``msg``."""
+    x, y, z = point_fields(xyz)
+    if header is not None:
+        msg.header = header
+    msg.point.x, msg.point.y, msg.point.z = x, y, z
+    return msg
+
+
+def point_frame(msg: Any) -> str:
+    """The ``header.frame_id`` of a stamped message ('' when it has no header)."""
+    header = getattr(msg, "header", None)
+    return str(getattr(header, "frame_id", "")) if header is not None else ""
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """The header stamp of a stamped message in integer nanoseconds."""
+    return ns_from_stamp(msg.header.stamp)

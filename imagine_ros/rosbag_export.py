@@ -7,6 +7,19 @@ Topics (defaults)::
     /objects/<k>/position    geometry_msgs/msg/PointStamped   position of object k (one topic per object)
     /episode                 std_msgs/msg/String              JSON {"index": i, "seed": s} at each episode start
 
+With ``checkpoint`` (``--checkpoint``), the bag also holds what the prediction node would publish for each frame (or
+every ``predict_every``-th frame), stamped like the frame it was predicted from::
+
+    /eta                               geometry_msgs/msg/PointStamped   η: the end-effector position ``horizon``
+                                                                        frames later (the BAIR conditioning protocol;
+                                                                        the episode's last one near its end)
+    /imagine_prediction/future/frames  sensor_msgs/msg/Image            rgb8 grid, rows = samples, columns = time
+    /imagine_prediction/future/flows   sensor_msgs/msg/Image            32FC2 grid of flows (model pixels)
+    /imagine_prediction/future/flow_vis sensor_msgs/msg/Image           rgb8 colour coding of the flows
+
+The predictions run through :class:`imagine_ros.pipeline.PredictionPipeline` (the node's own code path) with a fixed
+``seed``, so the bag stays a pure function of the dataset, the checkpoint and the options (on one device).
+
 Time: frame ``t`` of an episode is stamped ``start + t * period``. The first exported episode starts at the fixed
 :data:`EPOCH_NS`, and each next one starts one empty period after the previous one's last frame, so timestamps are
 strictly increasing per topic and the bag is a pure function of the dataset and the options. The bag's receive time
@@ -31,10 +44,13 @@ import numpy as np
 from imagine_ros import ros_msgs
 from imagine_ros.constants import EE_POS, FRAMES, INDEX, OBJECT_POS, SEED
 from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.pipeline import Frame, PipelineConfig, PredictionPipeline
 
 #: Stamp of the first exported frame: 2023-11-14T22:13:20Z (fixed so the output is deterministic).
 EPOCH_NS = 1_700_000_000 * 1_000_000_000
 EPISODE_TOPIC = "/episode"
+PREDICTION_PREFIX = "/imagine_prediction"
+ETA_TOPIC = "/eta"
 STORAGES = ("mcap", "sqlite3")
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
@@ -140,10 +156,18 @@ def export_bag(
     progress: bool = True,
     frame_id_objects: str | None = None,
     start_ns: int = EPOCH_NS,
+    checkpoint: str | os.PathLike | None = None,
+    num_samples: int = 2,
+    seed: int = 0,
+    device: str = "cpu",
+    predict_every: int = 1,
+    resize: str = "crop",
 ) -> dict[str, Any]:
     """Write the selected episodes of the dataset in ``data_dir`` as a rosbag2 (version 9) folder at ``out_path``.
 
     ``episodes``: dataset indices (default: all of ``split``); ``frame_id_objects`` defaults to ``frame_id_base``.
+    ``checkpoint``: also write predictions (module docstring) with ``num_samples`` futures per frame, noise ``seed``,
+    on ``device``, for every ``predict_every``-th frame, images brought to the model's size by ``resize``.
     Returns a summary: output path, storage, distro, exported indices, frame and message counts per topic, first and
     last stamp (ns) and wall-clock seconds. Raises :class:`DatasetError` for an existing ``out_path``, an unreadable
     dataset or an index out of range, :class:`ConfigError` for an unusable option.
@@ -168,6 +192,10 @@ def export_bag(
     if frame_period_s is None:  # the dataset's own frame rate (the simulator's frame_dt), else 0.2 s
         frame_period_s = float(store.meta.get("frame_period_s", 0.2))
     period = _period_ns(frame_period_s)
+    pipeline = None
+    if checkpoint is not None:
+        pipeline = _prediction_pipeline(checkpoint, num_samples, seed, device, predict_every, resize)
+    predictions = 0
     try:
         chosen = select_episodes(store, episodes, split)
         keys = set(store.keys())
@@ -221,6 +249,11 @@ def export_bag(
                 conn(image_topic, ros_msgs.IMAGE)
                 if EE_POS in keys:
                     conn(ee_topic, ros_msgs.POINT_STAMPED)
+                if pipeline is not None:
+                    if EE_POS in keys and pipeline.predictor.condition_dim:
+                        conn(ETA_TOPIC, ros_msgs.POINT_STAMPED)
+                    for name in ("frames", "flows", "flow_vis"):
+                        conn(f"{PREDICTION_PREFIX}/future/{name}", ros_msgs.IMAGE)
 
                 string_cls = typestore.types[ros_msgs.STRING]
                 stamp0 = int(start_ns)
@@ -254,6 +287,26 @@ def export_bag(
                                 for k in range(objs.shape[1]):
                                     msg = ros_msgs.point_stamped_msg(objs[t, k], stamp, frame_id_objects, typestore)
                                     write(object_topic(k), msg, stamp)
+                            if pipeline is not None and t % predict_every == 0:
+                                eta = None
+                                if ee is not None and pipeline.predictor.condition_dim:
+                                    eta = np.asarray(ee[min(t + pipeline.predictor.horizon, n - 1)], np.float64)
+                                    write(
+                                        ETA_TOPIC,
+                                        ros_msgs.point_stamped_msg(eta, stamp, frame_id_base, typestore),
+                                        stamp,
+                                    )
+                                frame = Frame(np.ascontiguousarray(frames[t]), stamp, frame_id_camera)
+                                result = pipeline.process(frame, eta=eta)
+                                g = result.grids
+                                for name, array, encoding in (
+                                    ("frames", g.frames, "rgb8"),
+                                    ("flows", g.flows, "32FC2"),
+                                    ("flow_vis", g.flow_vis, "rgb8"),
+                                ):
+                                    msg = ros_msgs.image_to_msg(array, encoding, stamp, frame_id_camera, typestore)
+                                    write(f"{PREDICTION_PREFIX}/future/{name}", msg, stamp)
+                                predictions += 1
                             first_ns = stamp if first_ns is None else first_ns
                             last_ns = stamp
                         frames_written += n
@@ -276,6 +329,7 @@ def export_bag(
         "distro": distro,
         "episodes": chosen,
         "frames": frames_written,
+        "predictions": predictions,
         "messages": int(sum(counts.values())),
         "topics": dict(counts),
         "start_ns": first_ns,
@@ -283,6 +337,22 @@ def export_bag(
         "frame_period_s": period / 1e9,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _prediction_pipeline(
+    checkpoint: str | os.PathLike, num_samples: int, seed: int, device: str, predict_every: int, resize: str
+) -> PredictionPipeline:
+    """The node's pipeline around a checkpoint, for synchronous use (no worker thread)."""
+    from imagine_ros.predictor import Predictor
+
+    if isinstance(predict_every, bool) or not isinstance(predict_every, int) or predict_every < 1:
+        raise ConfigError(f"--predict-every must be a positive integer, got {predict_every!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"--seed must be an integer >= 0, got {seed!r}")
+    config = PipelineConfig(rate_hz=0.0, num_samples=num_samples, seed=seed, resize=resize)
+    if not Path(checkpoint).with_suffix(".json").exists():
+        raise ConfigError(f"--checkpoint {checkpoint}: no such checkpoint (NAME.json not found)")
+    return PredictionPipeline(Predictor.from_checkpoint(checkpoint, device=device), config)
 
 
 def _check_episode(index: int, n: int, ee: np.ndarray | None, objs: np.ndarray | None) -> None:
@@ -327,6 +397,19 @@ def register_cli(subparsers: Any) -> Any:
         metavar="S",
         help="seconds between frames in the bag (default: the dataset's frame period, else 0.2)",
     )
+    pred = p.add_argument_group(
+        "predictions", "also record what the prediction node would publish for each frame (future grids and eta)"
+    )
+    pred.add_argument("--checkpoint", default=None, metavar="CKPT", help="model checkpoint (NAME.json) to predict with")
+    pred.add_argument("--samples", type=int, default=2, help="sampled futures per frame (grid rows; default 2)")
+    pred.add_argument("--seed", type=int, default=0, help="noise seed of every prediction (default 0)")
+    pred.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
+    pred.add_argument(
+        "--predict-every", type=int, default=1, metavar="K", help="predict every K-th frame of an episode (default 1)"
+    )
+    pred.add_argument(
+        "--resize", default="crop", choices=["crop", "stretch", "exact"], help="frames -> model size (default crop)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_export_bag)
     return p
@@ -343,11 +426,18 @@ def _cli_export_bag(args: Any) -> int:
         distro=args.distro,
         frame_period_s=args.frame_period,
         progress=not args.no_progress,
+        checkpoint=args.checkpoint,
+        num_samples=args.samples,
+        seed=args.seed,
+        device=args.device,
+        predict_every=args.predict_every,
+        resize=args.resize,
     )
     span = (summary["end_ns"] - summary["start_ns"]) / 1e9 if summary["frames"] else 0.0
+    predicted = f"{summary['predictions']} predictions, " if summary["predictions"] else ""
     print(
         f"wrote {summary['out']} ({summary['storage']}, {summary['distro']}): {len(summary['episodes'])} episodes, "
-        f"{summary['frames']} frames, {summary['messages']} messages on {len(summary['topics'])} topics, "
+        f"{summary['frames']} frames, {predicted}{summary['messages']} messages on {len(summary['topics'])} topics, "
         f"{span:.1f} s of bag time, in {summary['seconds']:.1f} s"
     )
     return 0

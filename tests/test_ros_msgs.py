@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import array as pyarray
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rosbags.image import message_to_cvimage
 
 from imagine_ros import ros_msgs
@@ -221,3 +226,162 @@ def test_cdr_helpers(ts):
     assert isinstance(raw, bytes)
     back = ros_msgs.cdr_to_msg(raw, ros_msgs.IMAGE, ts)
     np.testing.assert_array_equal(ros_msgs.msg_to_image(back), _array("rgb8"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# camera input, padded rows, big-endian, flows, and filling existing messages (the rclpy node's path)
+
+
+def _raw_image_msg(ts, height, width, encoding, step, data, is_bigendian=0, frame_id="camera"):
+    """A rosbags Image built field by field (as a camera driver would), sent through real CDR bytes."""
+    msg = ts.types[ros_msgs.IMAGE](
+        header=ros_msgs.header_msg(STAMP, frame_id, ts),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=is_bigendian,
+        step=step,
+        data=np.frombuffer(bytes(data), np.uint8),
+    )
+    return _cdr_round_trip(msg, ts)[1]
+
+
+@pytest.mark.parametrize("encoding", ros_msgs.CAMERA_ENCODINGS)
+def test_camera_encodings_become_rgb(encoding, ts):
+    rgb = _array("rgb8", seed=11)
+    native = {
+        "rgb8": rgb,
+        "bgr8": rgb[..., ::-1],
+        "rgba8": np.concatenate([rgb, np.full((5, 7, 1), 255, np.uint8)], 2),
+        "bgra8": np.concatenate([rgb[..., ::-1], np.full((5, 7, 1), 255, np.uint8)], 2),
+        "mono8": rgb[..., 1],
+    }[encoding]
+    msg = _cdr_round_trip(ros_msgs.image_to_msg(np.ascontiguousarray(native), encoding, STAMP, "camera", ts), ts)[1]
+    out = ros_msgs.msg_to_rgb(msg)
+    assert out.shape == (5, 7, 3) and out.dtype == np.uint8 and out.flags.c_contiguous and out.flags.writeable
+    expected = np.repeat(rgb[..., 1:2], 3, axis=2) if encoding == "mono8" else rgb
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("encoding", ["32FC1", "32FC2", "16UC1", "yuv422", "bayer_rggb8"])
+def test_other_camera_encodings_are_refused_by_name(encoding, ts):
+    msg = _raw_image_msg(ts, 2, 2, encoding, 16, bytes(32))
+    with pytest.raises(ros_msgs.UnsupportedEncoding, match=f"encoding '{encoding}' is not accepted; expected one of"):
+        ros_msgs.msg_to_rgb(msg)
+    assert issubclass(ros_msgs.UnsupportedEncoding, ValueError)
+
+
+def test_odd_width_with_row_padding(ts):
+    """rgb8, width 5 = 15 bytes per row, padded to step 16 (4-byte row alignment) with garbage in the padding."""
+    rgb = np.random.default_rng(12).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    rows = np.full((3, 16), 0xEE, np.uint8)
+    rows[:, :15] = rgb.reshape(3, 15)
+    msg = _raw_image_msg(ts, 3, 5, "rgb8", 16, rows.tobytes())
+    np.testing.assert_array_equal(ros_msgs.msg_to_rgb(msg), rgb)
+    # (rosbags-image 0.10 is no reference here: it ignores step and reads the padding byte as the next pixel)
+    mono = rgb[..., 0]
+    rows = np.zeros((3, 8), np.uint8)
+    rows[:, :5] = mono
+    np.testing.assert_array_equal(ros_msgs.msg_to_image(_raw_image_msg(ts, 3, 5, "mono8", 8, rows.tobytes())), mono)
+    with pytest.raises(ValueError, match=r"47 bytes, but height \* step = 3 \* 16 = 48 expected"):
+        ros_msgs.msg_to_rgb(
+            SimpleNamespace(height=3, width=5, encoding="rgb8", is_bigendian=0, step=16, data=bytes(47))
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    encoding=st.sampled_from(sorted(ros_msgs.ENCODINGS)),
+    height=st.integers(1, 6),
+    width=st.integers(1, 7),
+    pad=st.integers(0, 5),
+    big=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_any_size_padding_and_byte_order_decodes(encoding, height, width, pad, big, seed):
+    info = ros_msgs.ENCODINGS[encoding]
+    rng = np.random.default_rng(seed)
+    shape = ros_msgs.expected_shape(encoding, height, width)
+    if info.dtype == np.uint8:
+        arr = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:
+        arr = rng.normal(size=shape).astype(np.float32)
+    wire = arr.astype(info.dtype.newbyteorder(">" if big else "<"))
+    row = width * info.channels * info.dtype.itemsize
+    rows = np.full((height, row + pad), 0xAB, np.uint8)
+    rows[:, :row] = np.frombuffer(wire.tobytes(), np.uint8).reshape(height, row)
+    out = ros_msgs.decode_image(height, width, encoding, int(big), row + pad, rows.tobytes())
+    assert out.dtype.isnative and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_big_endian_flag_on_8bit_images_is_ignored_and_float_is_converted(ts):
+    rgb = _array("rgb8", seed=13)
+    msg = _raw_image_msg(ts, 5, 7, "rgb8", 21, rgb.tobytes(), is_bigendian=1)
+    np.testing.assert_array_equal(ros_msgs.msg_to_rgb(msg), rgb)  # bytes have no byte order
+    depth = _array("32FC1", seed=14)
+    msg = _raw_image_msg(ts, 5, 7, "32FC1", 28, depth.astype(">f4").tobytes(), is_bigendian=1)
+    out = ros_msgs.msg_to_image(msg)
+    assert out.dtype == np.float32 and out.dtype.isnative
+    np.testing.assert_array_equal(out, depth)
+
+
+def test_flows_round_trip_bit_exactly_through_32fc2(ts):
+    flow = np.random.default_rng(15).normal(scale=20.0, size=(4, 6, 2)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4028235e38, -1.17549435e-38, 0.1], np.float32)
+    flow.reshape(-1)[: special.size] = special
+    flow.view(np.uint32).reshape(-1)[0] = 0x7FC0_1234  # a NaN with a payload
+    msg = ros_msgs.image_to_msg(flow, "32FC2", STAMP, "camera", ts)
+    raw, back = _cdr_round_trip(msg, ts)
+    out = ros_msgs.msg_to_image(back)
+    assert out.dtype == np.float32 and out.shape == (4, 6, 2)
+    np.testing.assert_array_equal(out.view(np.uint32), flow.view(np.uint32))  # bit for bit, NaN payload included
+    grid = np.random.default_rng(16).normal(size=(2 * 16, 3 * 16, 2)).astype(np.float32)  # a prediction grid
+    back = _cdr_round_trip(ros_msgs.image_to_msg(grid, "32FC2", 0, "", ts), ts)[1]
+    assert (back.width, back.height, back.step) == (48, 32, 48 * 8)
+    np.testing.assert_array_equal(ros_msgs.msg_to_image(back).view(np.uint32), grid.view(np.uint32))
+    np.testing.assert_array_equal(np.asarray(message_to_cvimage(back)), grid)
+
+
+def test_fill_image_into_existing_messages(ts):
+    flow = _array("32FC2", seed=17)
+    rgb = _array("rgb8", seed=18)
+    # a rosbags message made elsewhere, refilled in place, then sent as CDR
+    msg = ros_msgs.image_to_msg(np.zeros((1, 1, 3), np.uint8), "rgb8", 0, "", ts)
+    header = ros_msgs.header_msg(STAMP, "camera", ts)
+    assert ros_msgs.fill_image(msg, flow, "32FC2", header) is msg
+    assert msg.header is header and isinstance(msg.data, np.ndarray)
+    back = _cdr_round_trip(msg, ts)[1]
+    np.testing.assert_array_equal(ros_msgs.msg_to_image(back), flow)
+    assert ros_msgs.header_stamp_ns(back) == STAMP and ros_msgs.point_frame(back) == "camera"
+    # an object shaped like an rclpy message: its uint8[] field is an array.array('B') and must stay one
+    rclpy_like = SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id=""),
+        height=0, width=0, encoding="", is_bigendian=0, step=0, data=pyarray.array("B"),
+    )  # fmt: skip
+    ros_msgs.fill_image(rclpy_like, rgb, "rgb8")
+    ros_msgs.set_header(rclpy_like, STAMP, "cam2")
+    assert isinstance(rclpy_like.data, pyarray.array) and rclpy_like.data.typecode == "B"
+    assert (rclpy_like.height, rclpy_like.width, rclpy_like.step, rclpy_like.encoding) == (5, 7, 21, "rgb8")
+    assert ros_msgs.header_stamp_ns(rclpy_like) == STAMP and rclpy_like.header.frame_id == "cam2"
+    np.testing.assert_array_equal(ros_msgs.msg_to_rgb(rclpy_like), rgb)
+    # the same fields rebuilt as a real message give the same CDR bytes as image_to_msg
+    rebuilt = ts.types[ros_msgs.IMAGE](
+        header=ros_msgs.header_msg(STAMP, "cam2", ts), height=rclpy_like.height, width=rclpy_like.width,
+        encoding=rclpy_like.encoding, is_bigendian=0, step=rclpy_like.step,
+        data=np.frombuffer(rclpy_like.data, np.uint8),
+    )  # fmt: skip
+    assert ros_msgs.msg_to_cdr(rebuilt, ts) == ros_msgs.msg_to_cdr(
+        ros_msgs.image_to_msg(rgb, "rgb8", STAMP, "cam2", ts)
+    )
+
+
+def test_fill_point_stamped(ts):
+    msg = ros_msgs.point_stamped_msg([0, 0, 0], 0, "", ts)
+    header = ros_msgs.header_msg(STAMP, "panda_link0", ts)
+    ros_msgs.fill_point_stamped(msg, np.array([0.5, -0.25, 0.125]), header)
+    back = _cdr_round_trip(msg, ts)[1]
+    np.testing.assert_array_equal(ros_msgs.msg_to_point(back), [0.5, -0.25, 0.125])
+    assert ros_msgs.point_frame(back) == "panda_link0" and ros_msgs.header_stamp_ns(back) == STAMP
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        ros_msgs.fill_point_stamped(msg, [1.0, 2.0])

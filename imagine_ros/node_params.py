@@ -1,0 +1,256 @@
+"""The parameters of the ROS 2 nodes, as plain data: names, types, defaults, descriptions and checks.
+
+The rclpy nodes (:mod:`imagine_ros.ros`) declare exactly these parameters (with a ``ParameterDescriptor`` built from
+each :class:`Param`) and validate the values with :func:`validate`; the launch-file test, the README table and the
+YAML files in ``config/`` are checked against the same tables, so none of them needs rclpy.
+
+Types are the ROS 2 parameter types: ``bool``, ``integer``, ``double``, ``string``, ``double_array``. A ``double``
+parameter must be written with a decimal point in YAML (``rate: 2.0``): rclpy refuses an integer for a double.
+Parameter names with a dot (``remote.endpoint``) are written nested in YAML (``remote: {endpoint: ...}``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from imagine_ros.errors import ConfigError
+
+PREDICTION_NODE = "imagine_prediction"
+SIM_NODE = "imagine_sim"
+TYPES = ("bool", "integer", "double", "string", "double_array")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: ``type`` is one of :data:`TYPES`; ``low``/``high`` bound numbers (inclusive, ``None`` =
+    open), ``choices`` a string's values, ``length`` an array's length."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"parameter {self.name}: unknown type {self.type!r}")
+        check_value(self, self.default)  # the defaults themselves must pass
+
+    @property
+    def range_text(self) -> str:
+        """A short human text of the constraint (for descriptors and the README)."""
+        parts = []
+        if self.choices:
+            parts.append("one of " + ", ".join(self.choices))
+        if self.low is not None and self.high is not None:
+            parts.append(f"in [{self.low:g}, {self.high:g}]")
+        elif self.low is not None:
+            parts.append(f">= {self.low:g}")
+        elif self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        if self.length is not None:
+            parts.append(f"{self.length} numbers")
+        return "; ".join(parts)
+
+
+def check_value(p: Param, value: Any) -> Any:
+    """``value`` converted to the parameter's Python type, or :class:`ConfigError` naming the parameter."""
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"parameter {p.name!r}: {why}, got {value!r}")
+
+    if p.type == "bool":
+        if not isinstance(value, bool):
+            raise fail("expected true or false")
+        return value
+    if p.type == "string":
+        if not isinstance(value, str):
+            raise fail("expected a string")
+        if p.choices and value not in p.choices:
+            raise fail(f"expected one of {', '.join(p.choices)}")
+        return value
+    if p.type == "double_array":
+        if isinstance(value, str | bytes):
+            raise fail("expected a list of numbers")
+        try:
+            value = list(value)  # rclpy gives array.array('d')
+        except TypeError:
+            raise fail("expected a list of numbers") from None
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
+                raise fail("expected a list of finite numbers")
+            out.append(float(v))
+        if p.length is not None and len(out) != p.length:
+            raise fail(f"expected {p.length} numbers")
+        return out
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"expected {'an integer' if p.type == 'integer' else 'a number'}")
+    if p.type == "integer":
+        if isinstance(value, float):
+            raise fail("expected an integer")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise fail("expected a finite number")
+    if (p.low is not None and value < p.low) or (p.high is not None and value > p.high):
+        raise fail(f"expected a value {p.range_text}")
+    return value
+
+
+def validate(specs: Sequence[Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """All parameters of a node: defaults filled in, each value checked; unknown names are refused."""
+    known = {p.name: p for p in specs}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return {p.name: check_value(p, values.get(p.name, p.default)) for p in specs}
+
+
+def defaults(specs: Sequence[Param]) -> dict[str, Any]:
+    return {p.name: p.default for p in specs}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# imagine_prediction
+
+PREDICTION_PARAMS: tuple[Param, ...] = (
+    Param("backend", "string", "local", "where the model runs: in this process or on a serving worker",
+          choices=("local", "remote")),
+    Param("checkpoint", "string", "", "local backend: model checkpoint (NAME.json next to NAME.safetensors); required"),
+    Param("device", "string", "auto", "local backend: torch device (auto = CUDA when available, else cpu; cuda:1 ...)"),
+    Param("remote.endpoint", "string", "tcp://127.0.0.1:5555", "remote backend: the broker's ZeroMQ endpoint"),
+    Param("remote.service", "string", "", "remote backend: service name = the model's method name; required"),
+    Param("remote.timeout", "double", 10.0, "remote backend: seconds to wait for a reply before a retry", low=0.01),
+    Param("remote.retries", "integer", 3, "remote backend: attempts per prediction before it counts as failed",
+          low=1, high=100),
+    Param("remote.server_public_key", "string", "",
+          "remote backend: CURVE public key file of the broker (enables encryption; '' = plain TCP)"),
+    Param("remote.client_secret_key", "string", "",
+          "remote backend: CURVE secret key file of this client ('' = a fresh key pair, for brokers that accept "
+          "any client)"),
+    Param("resize", "string", "crop",
+          "how camera images become the model's square input: crop = centre square then resize, stretch = resize "
+          "the whole image, exact = refuse other sizes", choices=("crop", "stretch", "exact")),
+    Param("rate", "double", 2.0, "most predictions per second (Hz); 0 = as fast as the model goes", low=0.0),
+    Param("num_samples", "integer", 4, "sampled futures per prediction (grid rows)", low=1, high=64),
+    Param("seed", "integer", -1, "noise seed used for every prediction (same seed: futures change only with the "
+          "image and eta); -1 = fresh noise each time", low=-1),
+    Param("eta_frame", "string", "panda_link0",
+          "frame_id that eta messages must carry (others are refused and counted); '' = accept any frame"),
+    Param("eta_max_age", "double", 0.0,
+          "seconds after which the last eta is too old to use; 0 = it never expires", low=0.0),
+    Param("require_eta", "bool", False,
+          "wait for an eta before predicting; false = predict unconditioned (training mean eta) until one arrives"),
+    Param("flow_vis_max", "double", 0.0,
+          "flow (pixels) shown at full colour saturation in future/flow_vis; 0 = the largest flow of each prediction",
+          low=0.0),
+    Param("diagnostics_period", "double", 5.0,
+          "seconds between diagnostics (log line + /diagnostics message); 0 = off", low=0.0),
+    Param("planner.enabled", "bool", False, "run the CEM planner on each frame and publish its eta on ~/planned_eta"),
+    Param("planner.samples", "integer", 64, "planner: candidate etas per CEM iteration", low=2),
+    Param("planner.iterations", "integer", 3, "planner: CEM iterations", low=1),
+    Param("planner.elites", "integer", 8, "planner: best candidates refitted per iteration", low=1),
+    Param("planner.eta_low", "double_array", [0.35, -0.2, 0.0],
+          "planner: lower corner of the eta search box (metres, eta_frame)", length=3),
+    Param("planner.eta_high", "double_array", [0.75, 0.2, 0.2],
+          "planner: upper corner of the eta search box (metres, eta_frame)", length=3),
+    Param("planner.designated", "double_array", [-1.0, -1.0],
+          "planner: pixel (x right, y down) of the object to push in the camera image; negative = not set (wait "
+          "for ~/planner/designated)", length=2),
+    Param("planner.goal", "double_array", [-1.0, -1.0],
+          "planner: goal pixel (x, y) of the object in the camera image; negative = not set (wait for "
+          "~/planner/goal)", length=2),
+    Param("planner.track", "bool", True,
+          "planner: move the designated pixel to where the plan expects the object after each step (MPC)"),
+)  # fmt: skip
+
+# ----------------------------------------------------------------------------------------------------------------------
+# imagine_sim
+
+SIM_PARAMS: tuple[Param, ...] = (
+    Param("image_size", "integer", 64, "camera image side in pixels", low=16, high=2048),
+    Param("num_objects", "integer", 3, "objects in the bin", low=1, high=10),
+    Param("frame_dt", "double", 0.2, "simulated seconds per step (one camera frame)", low=0.01, high=2.0),
+    Param("real_time_factor", "double", 1.0,
+          "simulated seconds per wall-clock second (the timer runs every frame_dt / real_time_factor)", low=0.01),
+    Param("max_step", "double", 0.07, "largest end-effector move per step and axis, metres", low=0.001, high=0.2),
+    Param("seed", "integer", 0, "seed of the first scene (episode k uses seed + k)", low=0),
+    Param("task", "bool", False,
+          "task mode: a designated object and a goal; publishes their pixels on ~/task/object_pixel and "
+          "~/task/goal_pixel"),
+    Param("episode_steps", "integer", 0, "steps before a new scene is drawn; 0 = never", low=0),
+    Param("renderer", "string", "tiny", "pybullet renderer: tiny (CPU) or egl (GPU plugin)",
+          choices=("tiny", "egl")),
+    Param("camera_frame", "string", "camera", "frame_id of the camera image and camera_info"),
+    Param("base_frame", "string", "panda_link0",
+          "frame_id of end-effector positions; targets in other frames are refused"),
+)  # fmt: skip
+
+NODE_PARAMS: dict[str, tuple[Param, ...]] = {PREDICTION_NODE: PREDICTION_PARAMS, SIM_NODE: SIM_PARAMS}
+
+#: topics of each node (relative names are remappable): (name, message type, direction, description)
+NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    PREDICTION_NODE: (
+        ("image", "sensor_msgs/msg/Image", "sub", "camera (sensor-data QoS); rgb8, bgr8, mono8, rgba8, bgra8"),
+        ("eta", "geometry_msgs/msg/PointStamped", "sub", "eta: target end-effector position (metres, eta_frame)"),
+        ("~/planner/designated", "geometry_msgs/msg/PointStamped", "sub",
+         "planner: pixel (x, y) of the object to push, camera image coordinates"),
+        ("~/planner/goal", "geometry_msgs/msg/PointStamped", "sub", "planner: goal pixel (x, y), camera image"),
+        ("~/future/frames", "sensor_msgs/msg/Image", "pub",
+         "rgb8 grid of sampled futures: rows = samples, columns = time steps; input header"),
+        ("~/future/flows", "sensor_msgs/msg/Image", "pub",
+         "32FC2 grid of forward flows (dx, dy) in model pixels, same layout; input header"),
+        ("~/future/flow_vis", "sensor_msgs/msg/Image", "pub", "rgb8 colour coding of the flows grid; input header"),
+        ("~/planned_eta", "geometry_msgs/msg/PointStamped", "pub", "planner: the chosen eta (metres, eta_frame)"),
+        ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub",
+         "latency, dropped frames, failures (every diagnostics_period)"),
+    ),
+    SIM_NODE: (
+        ("~/camera/image_raw", "sensor_msgs/msg/Image", "pub", "rgb8 camera image (sensor-data QoS)"),
+        ("~/camera/camera_info", "sensor_msgs/msg/CameraInfo", "pub", "camera intrinsics (K, P)"),
+        ("~/ee_position", "geometry_msgs/msg/PointStamped", "pub", "end-effector position (metres, base_frame)"),
+        ("~/task/object_pixel", "geometry_msgs/msg/PointStamped", "pub",
+         "task mode: pixel (x, y, 0) of the designated object"),
+        ("~/task/goal_pixel", "geometry_msgs/msg/PointStamped", "pub", "task mode: goal pixel (x, y, 0)"),
+        ("~/target", "geometry_msgs/msg/PointStamped", "sub",
+         "commanded end-effector target (metres, base_frame); the hand moves towards it by max_step per step"),
+    ),
+}  # fmt: skip
+
+
+def parse_text(specs: Sequence[Param], name: str, text: str) -> Any:
+    """A parameter value given as text (a launch argument) -> the parameter's type, checked.
+
+    ``"2"`` becomes 2.0 for a double (rclpy refuses an integer for a double parameter), ``"true"``/``"false"`` a
+    bool, ``"[0.1, 0.2, 0.3]"`` a list for a double array; strings stay as they are.
+    """
+    known = {p.name: p for p in specs}
+    if name not in known:
+        raise ConfigError(f"unknown parameter {name!r}; known: {', '.join(sorted(known))}")
+    p = known[name]
+    text = str(text).strip()
+    try:
+        if p.type == "string":
+            value: Any = text
+        elif p.type == "bool":
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            value = text.lower() == "true"
+        elif p.type == "integer":
+            value = int(text)
+        elif p.type == "double":
+            value = float(text)
+        else:
+            inner = text.strip("[]").strip()
+            value = [float(v) for v in inner.split(",")] if inner else []
+    except ValueError:
+        raise ConfigError(f"parameter {name!r}: cannot read {text!r} as {p.type}") from None
+    return check_value(p, value)

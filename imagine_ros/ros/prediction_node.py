@@ -1,0 +1,164 @@
+"""``imagine_prediction``: camera image (+ η) in, sampled futures and flows out, as ``sensor_msgs/Image`` grids.
+
+Topics and parameters: :data:`imagine_ros.node_params.NODE_TOPICS` / :data:`~imagine_ros.node_params.PREDICTION_PARAMS`
+(and the README). The subscription callbacks only hand messages to :class:`imagine_ros.pipeline.PredictionPipeline`;
+predictions run on its worker thread, which publishes the results.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from imagine_ros import pipeline as pl
+from imagine_ros import ros_msgs
+from imagine_ros.errors import ImagineRosError
+from imagine_ros.node_params import PREDICTION_NODE, PREDICTION_PARAMS
+from imagine_ros.ros.params import declare_and_read
+
+THROTTLE_S = 5.0
+OUTPUT_DEPTH = 2
+
+
+class ImaginePredictionNode(Node):
+    """The prediction node (see module docstring). Raises :class:`imagine_ros.errors.ConfigError` for bad parameters
+    or a checkpoint that cannot be loaded."""
+
+    def __init__(self, node_name: str = PREDICTION_NODE, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.params = declare_and_read(self, PREDICTION_PARAMS)
+        p = self.params
+        self.predictor = pl.predictor_from_params(p)
+        self.pipeline = pl.PredictionPipeline(
+            self.predictor,
+            pl.config_from_params(p),
+            on_result=self._publish,
+            on_error=self._on_error,
+            planner=pl.planner_from_params(p),
+        )
+        self._failing = 0
+
+        self.pub_frames = self.create_publisher(Image, "~/future/frames", OUTPUT_DEPTH)
+        self.pub_flows = self.create_publisher(Image, "~/future/flows", OUTPUT_DEPTH)
+        self.pub_flow_vis = self.create_publisher(Image, "~/future/flow_vis", OUTPUT_DEPTH)
+        self.pub_planned = self.create_publisher(PointStamped, "~/planned_eta", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.sub_image = self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        self.sub_eta = self.create_subscription(PointStamped, "eta", self._on_eta, 10)
+        self.sub_designated = self.create_subscription(PointStamped, "~/planner/designated", self._on_designated, 10)
+        self.sub_goal = self.create_subscription(PointStamped, "~/planner/goal", self._on_goal, 10)
+        if p["diagnostics_period"] > 0:
+            self.diag_timer = self.create_timer(p["diagnostics_period"], self._diagnostics)
+
+        self.pipeline.start()
+        where = p["checkpoint"] if p["backend"] == "local" else f"{p['remote.service']} at {p['remote.endpoint']}"
+        rate = f"at most {p['rate']:g} Hz" if p["rate"] else "as fast as the model goes"
+        self.get_logger().info(
+            f"{p['backend']} backend ({where}); {p['num_samples']} samples per prediction, {rate}; "
+            f"planner {'on' if p['planner.enabled'] else 'off'}"
+        )
+
+    # ---------------------------------------------------------------------------------------------------- input
+    def _on_image(self, msg: Image) -> None:
+        try:
+            self.pipeline.submit_msg(msg)
+        except ros_msgs.UnsupportedEncoding as e:
+            self.get_logger().warning(f"image refused: {e}", throttle_duration_sec=THROTTLE_S)
+        except ValueError as e:
+            self.get_logger().warning(f"image refused: {e}", throttle_duration_sec=THROTTLE_S)
+
+    def _on_eta(self, msg: PointStamped) -> None:
+        if not self.pipeline.set_eta_msg(msg):
+            reason = self.pipeline.eta_rejection_reason(ros_msgs.point_frame(msg))
+            self.get_logger().warning(reason, throttle_duration_sec=THROTTLE_S)
+
+    def _on_designated(self, msg: PointStamped) -> None:
+        if self.pipeline.planner is not None:
+            self.pipeline.planner.set_designated([msg.point.x, msg.point.y])
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        if self.pipeline.planner is not None:
+            self.pipeline.planner.set_goal([msg.point.x, msg.point.y])
+
+    # --------------------------------------------------------------------------------------------------- output
+    def _publish(self, result: pl.PipelineResult) -> None:
+        """Called on the pipeline's worker thread."""
+        header = result.frame.header
+        g = result.grids
+        self.pub_frames.publish(ros_msgs.fill_image(Image(), g.frames, "rgb8", header))
+        self.pub_flows.publish(ros_msgs.fill_image(Image(), g.flows, "32FC2", header))
+        self.pub_flow_vis.publish(ros_msgs.fill_image(Image(), g.flow_vis, "rgb8", header))
+        if result.planned_eta is not None:
+            msg = ros_msgs.fill_point_stamped(PointStamped(), result.planned_eta)
+            msg.header.stamp = header.stamp
+            msg.header.frame_id = self.params["eta_frame"]
+            self.pub_planned.publish(msg)
+        if self._failing:
+            self.get_logger().info(f"predictions work again after {self._failing} failure(s)")
+            self._failing = 0
+
+    def _on_error(self, error: BaseException, frame: pl.Frame) -> None:
+        self._failing += 1
+        self.get_logger().error(
+            f"prediction failed ({self._failing} in a row): {type(error).__name__}: {error}",
+            throttle_duration_sec=THROTTLE_S,
+        )
+
+    def _diagnostics(self) -> None:
+        level, message, values = self.pipeline.diagnostics()
+        self.get_logger().info(self.pipeline.summary())
+        levels = [DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE]
+        status = DiagnosticStatus(
+            level=levels[level],
+            name=f"{self.get_fully_qualified_name()}: prediction",
+            message=message,
+            hardware_id=self.params["backend"],
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(array)
+
+    def destroy_node(self) -> None:
+        self.pipeline.stop()
+        close = getattr(self.predictor, "close", None)
+        if close is not None:
+            close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run imagine_ros imagine_prediction [--ros-args ...]``."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = ImaginePredictionNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except ImagineRosError as e:
+        get_logger(PREDICTION_NODE).fatal(str(e))
+        code = 2
+    except Exception as e:  # rclpy.executors.ExternalShutdownException (not in every distro)
+        if type(e).__name__ != "ExternalShutdownException":
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""``imagine_sim``: the PyBullet pushing scene as a ROS camera and an end-effector target interface.
+
+Publishes the camera image (``~/camera/image_raw``, rgb8, sensor-data QoS) with its ``~/camera/camera_info``, the
+end-effector position (``~/ee_position``) and, in task mode, the pixels of the designated object and its goal; moves
+the hand towards the last ``~/target`` (PointStamped in ``base_frame``) by at most ``max_step`` per frame. One timer
+tick = one simulator step of ``frame_dt`` simulated seconds, every ``frame_dt / real_time_factor`` wall seconds.
+The logic is :class:`imagine_ros.sim_bridge.SimBridge`; parameters: :data:`imagine_ros.node_params.SIM_PARAMS`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import rclpy
+from geometry_msgs.msg import PointStamped
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from imagine_ros import ros_msgs
+from imagine_ros.errors import ImagineRosError
+from imagine_ros.node_params import SIM_NODE, SIM_PARAMS
+from imagine_ros.ros.params import declare_and_read
+from imagine_ros.sim_bridge import SimBridge, SimBridgeConfig, SimState
+
+THROTTLE_S = 5.0
+
+
+class ImagineSimNode(Node):
+    """The simulator node (see module docstring)."""
+
+    def __init__(self, node_name: str = SIM_NODE, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.params = p = declare_and_read(self, SIM_PARAMS)
+        self.bridge = SimBridge(
+            SimBridgeConfig(
+                image_size=p["image_size"],
+                num_objects=p["num_objects"],
+                frame_dt=p["frame_dt"],
+                max_step=p["max_step"],
+                seed=p["seed"],
+                task=p["task"],
+                episode_steps=p["episode_steps"],
+                renderer=p["renderer"],
+            )
+        )
+        self.pub_image = self.create_publisher(Image, "~/camera/image_raw", qos_profile_sensor_data)
+        self.pub_info = self.create_publisher(CameraInfo, "~/camera/camera_info", 10)
+        self.pub_ee = self.create_publisher(PointStamped, "~/ee_position", 10)
+        self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", 10)
+        self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", 10)
+        self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, 10)
+        self.timer = self.create_timer(p["frame_dt"] / p["real_time_factor"], self._tick)
+        self._publish(self.bridge.state)
+        low, high = self.bridge.workspace
+        self.get_logger().info(
+            f"pushing scene, {p['image_size']} px camera, a step every {p['frame_dt']:g} s simulated; hand workspace "
+            f"{low.round(3).tolist()} .. {high.round(3).tolist()} m in {p['base_frame']!r}"
+        )
+
+    def _on_target(self, msg: PointStamped) -> None:
+        frame = ros_msgs.point_frame(msg)
+        if frame != self.params["base_frame"]:
+            self.get_logger().warning(
+                f"target in frame {frame!r} refused: targets must be in {self.params['base_frame']!r}",
+                throttle_duration_sec=THROTTLE_S,
+            )
+            return
+        try:
+            self.bridge.set_target(ros_msgs.msg_to_point(msg))
+        except ValueError as e:
+            self.get_logger().warning(f"target refused: {e}", throttle_duration_sec=THROTTLE_S)
+
+    def _tick(self) -> None:
+        self._publish(self.bridge.step())
+
+    def _publish(self, state: SimState) -> None:
+        stamp = self.get_clock().now().to_msg()
+        cam, base = self.params["camera_frame"], self.params["base_frame"]
+        image = ros_msgs.fill_image(Image(), state.image, "rgb8")
+        image.header.stamp, image.header.frame_id = stamp, cam
+        self.pub_image.publish(image)
+        info = CameraInfo()
+        for key, value in self.bridge.camera_info().items():
+            setattr(info, key, value)
+        info.header.stamp, info.header.frame_id = stamp, cam
+        self.pub_info.publish(info)
+        self.pub_ee.publish(self._point(state.ee_pos, stamp, base))
+        if state.object_pixel is not None:
+            self.pub_object_pixel.publish(self._point([*state.object_pixel, 0.0], stamp, cam))
+            self.pub_goal_pixel.publish(self._point([*state.goal_pixel, 0.0], stamp, cam))
+
+    @staticmethod
+    def _point(xyz: Any, stamp: Any, frame_id: str) -> PointStamped:
+        msg = ros_msgs.fill_point_stamped(PointStamped(), xyz)
+        msg.header.stamp, msg.header.frame_id = stamp, frame_id
+        return msg
+
+    def destroy_node(self) -> None:
+        self.bridge.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run imagine_ros imagine_sim [--ros-args ...]``."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = ImagineSimNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except ImagineRosError as e:
+        get_logger(SIM_NODE).fatal(str(e))
+        code = 2
+    except Exception as e:  # rclpy.executors.ExternalShutdownException (not in every distro)
+        if type(e).__name__ != "ExternalShutdownException":
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

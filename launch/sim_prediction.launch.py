@@ -1,0 +1,88 @@
+"""The simulator and the prediction node wired together: the whole loop in ROS without a robot.
+
+    ros2 launch imagine_ros sim_prediction.launch.py checkpoint:=/models/visual_dynamics.json
+    ros2 launch imagine_ros sim_prediction.launch.py checkpoint:=/models/visual_dynamics.json planner:=true
+
+Wiring (topics):
+
+    /imagine_sim/camera/image_raw ──▶ imagine_prediction (image)
+    /imagine_sim/target ──────────▶ imagine_prediction (eta): the commanded target is the eta of the prediction
+    /imagine_prediction/planned_eta is published on /imagine_sim/target: with planner:=true the plans drive the hand
+    /imagine_sim/task/object_pixel, /imagine_sim/task/goal_pixel ──▶ the planner's designated and goal pixels
+
+Without the planner, command the hand yourself:
+``ros2 topic pub --once /imagine_sim/target geometry_msgs/msg/PointStamped
+"{header: {frame_id: panda_link0}, point: {x: 0.6, y: 0.1, z: 0.12}}"``.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS, parse_text
+
+ARGUMENTS = {
+    "checkpoint": ("", "model checkpoint NAME.json (required unless the parameter file names one)"),
+    "device": ("", "torch device: auto, cpu, cuda, cuda:1 (overrides the parameter file when not empty)"),
+    "planner": ("false", "run the CEM planner and let its eta drive the simulated hand (also sets task mode)"),
+    "image_size": ("", "simulator camera side in pixels (overrides the parameter file when not empty)"),
+    "seed": ("", "seed of the simulated scene (overrides the parameter file when not empty)"),
+    "prediction_params": ("", "parameter file of the prediction node (default: config/prediction.yaml)"),
+    "sim_params": ("", "parameter file of the simulator node (default: config/sim.yaml)"),
+}
+#: launch argument -> node parameter it overrides (when not empty)
+PREDICTION_OVERRIDES = {"checkpoint": "checkpoint", "device": "device", "planner": "planner.enabled"}
+SIM_OVERRIDES = {"image_size": "image_size", "seed": "seed", "planner": "task"}
+
+
+def _nodes(context, *args, **kwargs):
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    share = get_package_share_directory("imagine_ros")
+    prediction_params = value["prediction_params"] or os.path.join(share, "config", "prediction.yaml")
+    sim_params = value["sim_params"] or os.path.join(share, "config", "sim.yaml")
+    prediction = {
+        param: parse_text(PREDICTION_PARAMS, param, value[arg])
+        for arg, param in PREDICTION_OVERRIDES.items()
+        if value[arg]
+    }
+    prediction["eta_frame"] = "panda_link0"  # the simulator's base_frame
+    sim = {param: parse_text(SIM_PARAMS, param, value[arg]) for arg, param in SIM_OVERRIDES.items() if value[arg]}
+    return [
+        Node(
+            package="imagine_ros",
+            executable="imagine_sim",
+            name="imagine_sim",
+            output="screen",
+            parameters=[sim_params, sim],
+        ),
+        Node(
+            package="imagine_ros",
+            executable="imagine_prediction",
+            name="imagine_prediction",
+            output="screen",
+            parameters=[prediction_params, prediction],
+            remappings=[
+                ("image", "/imagine_sim/camera/image_raw"),
+                ("eta", "/imagine_sim/target"),
+                ("/imagine_prediction/planned_eta", "/imagine_sim/target"),
+                ("/imagine_prediction/planner/designated", "/imagine_sim/task/object_pixel"),
+                ("/imagine_prediction/planner/goal", "/imagine_sim/task/goal_pixel"),
+            ],
+        ),
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, (default, description) in ARGUMENTS.items()
+            ),
+            OpaqueFunction(function=_nodes),
+        ]
+    )

@@ -1,0 +1,428 @@
+"""The prediction pipeline (plain Python, no rclpy) with real tiny Predictors: frames in, grids out; newest frame only;
+rate limit; η; failures and recovery; parameters -> pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from imagine_ros import node_params, ros_msgs
+from imagine_ros import pipeline as pl
+from imagine_ros.errors import ConfigError
+from imagine_ros.models import build
+from imagine_ros.models.checkpoint import save_checkpoint
+from imagine_ros.predictor import Predictor
+
+ETA = np.array([0.52, -0.07, 0.13])
+FRAME = "panda_link0"
+
+
+@pytest.fixture(scope="module")
+def copy_last() -> Predictor:
+    return Predictor(build("copy_last", "tiny"), device="cpu")  # 16 px, horizon 3, no condition, zero flows
+
+
+@pytest.fixture(scope="module")
+def vd() -> Predictor:
+    return Predictor(build("visual_dynamics", "tiny"), device="cpu")  # 16 px, horizon 3, condition_dim 3
+
+
+def camera_image(h: int = 24, w: int = 32, value: int | None = None, seed: int = 0) -> np.ndarray:
+    if value is not None:
+        return np.full((h, w, 3), value, np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Collector:
+    """on_result / on_error callbacks that keep what they got (and when)."""
+
+    def __init__(self):
+        self.results: list[pl.PipelineResult] = []
+        self.errors: list[tuple[BaseException, pl.Frame]] = []
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+
+    def on_result(self, result):
+        with self.lock:
+            self.results.append(result)
+            self.times.append(time.monotonic())
+
+    def on_error(self, error, frame):
+        with self.lock:
+            self.errors.append((error, frame))
+
+
+class SlowPredictor:
+    """A real Predictor that takes ``delay`` seconds longer and records the first pixel of every input it got."""
+
+    def __init__(self, inner: Predictor, delay: float):
+        self.inner, self.delay = inner, delay
+        self.image_size, self.horizon = inner.image_size, inner.horizon
+        self.condition_dim, self.method = inner.condition_dim, inner.method
+        self.seen: list[int] = []
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None):
+        self.seen.append(int(images[0, 0, 0, 0]))
+        time.sleep(self.delay)
+        return self.inner.predict(images, conditions, num_samples, seed)
+
+
+class FlakyPredictor(SlowPredictor):
+    """Fails its first ``failures`` calls like an unreachable server, then works."""
+
+    def __init__(self, inner: Predictor, failures: int):
+        super().__init__(inner, 0.0)
+        self.failures = failures
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None):
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("server did not answer")
+        return super().predict(images, conditions, num_samples, seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pure functions
+
+
+def test_prepare_image_crop_stretch_exact():
+    img = np.zeros((30, 50, 3), np.uint8)
+    img[:, 10:40] = 200  # the centred 30x30 square
+    out, tr = pl.prepare_image(img, 16, "crop")
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert np.all(out == 200), "crop must keep exactly the centred square"
+    assert tr.offset == (10.0, 0.0) and tr.scale == (16 / 30, 16 / 30)
+    out, tr = pl.prepare_image(img, 16, "stretch")
+    assert out.shape == (16, 16, 3) and (out == 0).any() and (out == 200).any()
+    assert tr.offset == (0.0, 0.0) and tr.scale == (16 / 50, 16 / 30)
+    # pixel centres: the camera image centre maps to the model image centre, and back
+    for mode in ("crop", "stretch"):
+        _, tr = pl.prepare_image(img, 16, mode)
+        np.testing.assert_allclose(tr.to_model([24.5, 14.5]), [7.5, 7.5])
+        pts = np.array([[0.0, 0.0], [49.0, 29.0], [13.2, 7.7]])
+        np.testing.assert_allclose(tr.to_camera(tr.to_model(pts)), pts, atol=1e-9)
+    same = camera_image(16, 16)
+    out, tr = pl.prepare_image(same, 16, "exact")
+    np.testing.assert_array_equal(out, same)
+    with pytest.raises(ValueError, match="resize=exact: the image must be 16x16 pixels, got 50x30"):
+        pl.prepare_image(img, 16, "exact")
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB"):
+        pl.prepare_image(img.astype(np.float32), 16)
+    big = pl.prepare_image(camera_image(8, 12), 16, "crop")[0]  # enlarging works too
+    assert big.shape == (16, 16, 3)
+
+
+def test_grid_layout_and_split():
+    tiles = np.arange(2 * 3 * 4 * 5 * 2, dtype=np.float32).reshape(2, 3, 4, 5, 2)
+    g = pl.grid(tiles)
+    assert g.shape == (8, 15, 2)
+    for r in range(2):
+        for c in range(3):
+            np.testing.assert_array_equal(g[r * 4 : (r + 1) * 4, c * 5 : (c + 1) * 5], tiles[r, c])
+    np.testing.assert_array_equal(pl.split_grid(g, 2, 3), tiles)
+    with pytest.raises(ValueError, match="cannot be split into 3 rows"):
+        pl.split_grid(g, 3, 3)
+
+
+def test_config_is_validated():
+    for bad in (dict(rate_hz=-1.0), dict(num_samples=0), dict(resize="pad"), dict(seed=-3), dict(eta_max_age_s=-1)):
+        with pytest.raises(ConfigError):
+            pl.PipelineConfig(**bad)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the pipeline with real predictors
+
+
+def test_frames_in_grids_out(copy_last):
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=4)
+    img = camera_image(24, 32, seed=1)
+    with pl.PredictionPipeline(copy_last, cfg, on_result=got.on_result) as pipe:
+        header = object()
+        pipe.submit(img, stamp_ns=123, frame_id="camera", header=header)
+        wait_until(lambda: got.results, what="a result")
+    r = got.results[0]
+    assert r.frame.header is header and r.frame.stamp_ns == 123 and r.frame.frame_id == "camera"
+    g = r.grids
+    assert (g.rows, g.cols, g.tile) == (4, 3, (16, 16))
+    assert g.frames.shape == (64, 48, 3) and g.frames.dtype == np.uint8
+    assert g.flows.shape == (64, 48, 2) and g.flows.dtype == np.float32
+    assert g.flow_vis.shape == (64, 48, 3) and g.flow_vis.dtype == np.uint8
+    expected_input = pl.prepare_image(img, 16, "crop")[0]
+    np.testing.assert_array_equal(r.model_image, expected_input)
+    tiles = pl.split_grid(g.frames, 4, 3)
+    for n in range(4):
+        for t in range(3):
+            np.testing.assert_array_equal(tiles[n, t], expected_input)  # copy_last: every future is the input
+    assert not g.flows.any()
+    assert r.eta is None and r.planned_eta is None
+    s = pipe.stats()
+    assert (s.received, s.predictions, s.dropped, s.failures) == (1, 1, 0, 0)
+    assert s.latency_last >= s.predict_mean * 0.5 and s.latency_last > 0
+    assert not s.running
+
+
+def test_eta_is_applied_and_grids_match_a_direct_prediction(vd):
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=2, seed=7, eta_frame=FRAME)
+    img = camera_image(40, 40, seed=2)
+    with pl.PredictionPipeline(vd, cfg, on_result=got.on_result) as pipe:
+        pipe.submit(img)
+        wait_until(lambda: len(got.results) == 1)
+        assert pipe.set_eta(ETA, FRAME)
+        assert pipe.set_eta(ETA + 0.05, FRAME)  # the latest one counts
+        pipe.submit(img)
+        wait_until(lambda: len(got.results) == 2)
+    unconditioned, conditioned = got.results
+    assert unconditioned.eta is None and unconditioned.prediction.condition is None
+    np.testing.assert_allclose(conditioned.eta, ETA + 0.05)
+    np.testing.assert_allclose(conditioned.prediction.condition, (ETA + 0.05)[None].astype(np.float32))
+    model_image = pl.prepare_image(img, 16, "crop")[0]
+    direct = vd.predict(model_image[None], (ETA + 0.05)[None], num_samples=2, seed=7)
+    np.testing.assert_array_equal(conditioned.grids.frames, pl.grid(direct.frames[0]))
+    np.testing.assert_array_equal(conditioned.grids.flows, pl.grid(direct.flows[0]))
+    assert pipe.stats().eta_received == 2
+
+
+def test_eta_frame_is_checked_and_eta_expires(vd):
+    now = [100.0]
+    cfg = pl.PipelineConfig(eta_frame=FRAME, eta_max_age_s=2.0, require_eta=True)
+    pipe = pl.PredictionPipeline(vd, cfg, clock=lambda: now[0])
+    assert not pipe.set_eta(ETA, "camera")
+    assert "eta_frame is 'panda_link0'" in pipe.eta_rejection_reason("camera")
+    assert not pipe.set_eta([0.1, np.nan, 0.2], FRAME)
+    assert pipe.current_eta() is None
+    assert pipe.set_eta(ETA, FRAME)
+    now[0] += 1.9
+    np.testing.assert_array_equal(pipe.current_eta(), ETA)
+    now[0] += 0.2
+    assert pipe.current_eta() is None, "eta older than eta_max_age must not be used"
+    # require_eta: the frame is skipped (and counted), nothing is predicted
+    assert pipe.process(pl.Frame(camera_image(16, 16), received=now[0])) is None
+    s = pipe.stats()
+    assert (s.eta_received, s.eta_rejected, s.skipped_no_eta) == (3, 2, 1)
+    level, message, _ = pipe.diagnostics()
+    assert level == pl.ERROR and "not running" in message  # never started
+    # any frame is accepted when eta_frame is empty
+    anyframe = pl.PredictionPipeline(vd, pl.PipelineConfig(eta_frame=""))
+    assert anyframe.set_eta(ETA, "whatever")
+
+
+def test_model_without_condition_ignores_eta(copy_last):
+    pipe = pl.PredictionPipeline(copy_last, pl.PipelineConfig(num_samples=1))
+    assert pipe.set_eta(ETA, "")
+    r = pipe.process(pl.Frame(camera_image(16, 16)))
+    assert r.eta is None and r.prediction.condition is None
+
+
+def test_slow_predictor_does_not_block_input_and_stale_frames_are_dropped(copy_last):
+    slow = SlowPredictor(copy_last, delay=0.4)
+    got = Collector()
+    with pl.PredictionPipeline(slow, pl.PipelineConfig(rate_hz=0, num_samples=1), on_result=got.on_result) as pipe:
+        submit_times = []
+        for i in range(10):
+            t0 = time.perf_counter()
+            pipe.submit(camera_image(16, 16, value=10 + i))
+            submit_times.append(time.perf_counter() - t0)
+            time.sleep(0.02)
+        assert max(submit_times) < 0.05, f"submit waited for the model: {max(submit_times):.3f} s"
+        wait_until(lambda: len(got.results) == 2, what="the first and the newest frame")
+        time.sleep(0.1)
+    # frame 10 was taken at once; while it ran, frames 11..19 arrived and only the newest (19) was kept
+    assert slow.seen == [10, 19]
+    assert [int(r.model_image[0, 0, 0]) for r in got.results] == [10, 19]
+    s = pipe.stats()
+    assert (s.received, s.predictions, s.dropped) == (10, 2, 8)
+    assert s.received == s.predictions + s.dropped
+
+
+def test_rate_limit(copy_last):
+    got = Collector()
+    rate = 5.0
+    cfg = pl.PipelineConfig(rate_hz=rate, num_samples=1)
+    with pl.PredictionPipeline(copy_last, cfg, on_result=got.on_result) as pipe:
+        t_end = time.monotonic() + 1.3
+        i = 0
+        while time.monotonic() < t_end:  # a 100 Hz camera
+            pipe.submit(camera_image(16, 16, value=i % 256))
+            i += 1
+            time.sleep(0.01)
+        time.sleep(0.05)
+    n = len(got.results)
+    assert 3 <= n <= int(1.3 * rate) + 2, f"{n} predictions in 1.3 s at {rate} Hz"
+    gaps = np.diff(got.times)
+    assert gaps.min() >= 1 / rate - 0.03, f"predictions closer than 1/rate: {gaps.min():.3f} s"
+    s = pipe.stats()
+    assert s.received == i and s.dropped >= i - n - 1
+
+
+def test_failures_are_counted_and_the_pipeline_recovers(copy_last):
+    flaky = FlakyPredictor(copy_last, failures=3)
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=1, retry_delay_s=0.02)
+    levels = []
+    with pl.PredictionPipeline(flaky, cfg, on_result=got.on_result, on_error=got.on_error) as pipe:
+        for i in range(3):
+            pipe.submit(camera_image(16, 16, value=i))
+            wait_until(lambda i=i: len(got.errors) == i + 1, what=f"failure {i + 1}")
+            wait_until(lambda i=i: pipe.stats().failures == i + 1)
+            levels.append(pipe.diagnostics()[0])
+        s = pipe.stats()
+        assert (s.failures, s.consecutive_failures) == (3, 3)
+        assert s.last_error == "RuntimeError: server did not answer"
+        assert "3 predictions failed in a row" in pipe.diagnostics()[1]
+        assert pipe.running, "a failure must not stop the worker"
+        pipe.submit(camera_image(16, 16, value=99))
+        wait_until(lambda: got.results, what="recovery")
+        s = pipe.stats()
+        level, message, values = pipe.diagnostics()
+    assert levels == [pl.WARN, pl.WARN, pl.ERROR]
+    assert (s.failures, s.consecutive_failures, s.predictions) == (3, 0, 1)
+    assert level == pl.OK and "1 predictions" in message and values["failures"] == "3"
+    assert [int(f.image[0, 0, 0]) for _, f in got.errors] == [0, 1, 2]
+    assert int(got.results[0].model_image[0, 0, 0]) == 99
+    assert "failures 3" in pipe.summary()
+
+
+def test_wrong_condition_size_is_a_counted_failure():
+    model = Predictor(build("visual_dynamics", "tiny", condition_dim=2), device="cpu")
+    got = Collector()
+    with pl.PredictionPipeline(model, pl.PipelineConfig(rate_hz=0), on_error=got.on_error) as pipe:
+        pipe.submit(camera_image(16, 16))
+        wait_until(lambda: got.errors)
+    assert isinstance(got.errors[0][0], ConfigError)
+    assert "2-D condition" in pipe.stats().last_error
+
+
+def test_submit_messages_from_real_cdr_bytes(copy_last):
+    ts = ros_msgs.get_typestore("humble")
+    rgb = camera_image(20, 30, seed=5)
+    got = Collector()
+    with pl.PredictionPipeline(copy_last, pl.PipelineConfig(rate_hz=0, num_samples=1), on_result=got.on_result) as pipe:
+        for encoding, array in [("bgr8", rgb[..., ::-1]), ("rgb8", rgb)]:
+            msg = ros_msgs.image_to_msg(np.ascontiguousarray(array), encoding, 1_700_000_000_123, "camera", ts)
+            msg = ros_msgs.cdr_to_msg(ros_msgs.msg_to_cdr(msg, ts), ros_msgs.IMAGE, ts)
+            before = len(got.results)
+            pipe.submit_msg(msg)
+            wait_until(lambda before=before: len(got.results) == before + 1)
+            r = got.results[-1]
+            np.testing.assert_array_equal(r.frame.image, rgb)
+            assert r.frame.stamp_ns == 1_700_000_000_123 and r.frame.frame_id == "camera"
+            assert r.frame.header is msg.header
+        depth = ros_msgs.image_to_msg(np.zeros((4, 4), np.float32), "32FC1", 0, "", ts)
+        with pytest.raises(ros_msgs.UnsupportedEncoding, match="'32FC1' is not accepted; expected one of rgb8"):
+            pipe.submit_msg(depth)
+        with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+            pipe.submit(np.zeros((4, 4), np.uint8))
+        assert pipe.stats().rejected_images == 2
+        assert pipe.stats().received == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# node parameters -> pipeline
+
+
+def test_parameters_are_validated():
+    p = node_params.validate(node_params.PREDICTION_PARAMS, {})
+    assert p == node_params.defaults(node_params.PREDICTION_PARAMS)
+    for bad, match in [
+        ({"backend": "gpu"}, "'backend': expected one of local, remote"),
+        ({"rate": -1.0}, "'rate': expected a value >= 0"),
+        ({"num_samples": 2.0}, "'num_samples': expected an integer"),
+        ({"num_samples": True}, "'num_samples': expected an integer"),
+        ({"planner.eta_low": [0.1, 0.2]}, "'planner.eta_low': expected 3 numbers"),
+        ({"require_eta": 1}, "'require_eta': expected true or false"),
+        ({"no_such": 1}, "unknown parameter"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            node_params.validate(node_params.PREDICTION_PARAMS, bad)
+    assert node_params.validate(node_params.PREDICTION_PARAMS, {"rate": 3})["rate"] == 3.0
+    names = [q.name for q in node_params.PREDICTION_PARAMS + node_params.SIM_PARAMS]
+    assert all(q.description for q in node_params.PREDICTION_PARAMS + node_params.SIM_PARAMS)
+    assert len(set(q.name for q in node_params.PREDICTION_PARAMS)) == len(node_params.PREDICTION_PARAMS)
+    assert "checkpoint" in names
+
+
+def test_pipeline_from_parameters(tmp_path):
+    save_checkpoint(tmp_path / "vd", build("visual_dynamics", "tiny"))
+    values = {"checkpoint": str(tmp_path / "vd.json"), "device": "cpu", "seed": 3, "rate": 0.0, "resize": "stretch"}
+    p = node_params.validate(node_params.PREDICTION_PARAMS, values)
+    cfg = pl.config_from_params(p)
+    assert (cfg.seed, cfg.rate_hz, cfg.resize, cfg.num_samples, cfg.eta_frame) == (3, 0.0, "stretch", 4, FRAME)
+    assert pl.config_from_params(node_params.validate(node_params.PREDICTION_PARAMS, {})).seed is None
+    predictor = pl.predictor_from_params(p)
+    assert isinstance(predictor, Predictor) and predictor.method == "visual_dynamics"
+    r = pl.PredictionPipeline(predictor, cfg).process(pl.Frame(camera_image(20, 40)))
+    assert r.grids.frames.shape == (4 * 16, 3 * 16, 3)
+    assert pl.planner_from_params(p) is None
+
+    def params(**kw):
+        return node_params.validate(node_params.PREDICTION_PARAMS, kw)
+
+    with pytest.raises(ConfigError, match="'checkpoint' is required"):
+        pl.predictor_from_params(params())
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        pl.predictor_from_params(params(checkpoint=str(tmp_path / "missing.json")))
+    with pytest.raises(ConfigError, match="'remote.service' is required"):
+        pl.predictor_from_params(params(backend="remote"))
+    with pytest.raises(ConfigError, match="needs 'remote.server_public_key'"):
+        pl.curve_keys_from_params(params(**{"remote.client_secret_key": "x.key_secret"}))
+    assert pl.curve_keys_from_params(params()) is None
+    hook = pl.planner_from_params(params(**{"planner.enabled": True, "planner.goal": [10.0, 12.0]}))
+    assert hook is not None and not hook.ready and hook.num_futures == 4
+    hook.set_designated([3.0, 4.0])
+    assert hook.ready
+    np.testing.assert_array_equal(hook.designated, [[3.0, 4.0]])
+    with pytest.raises(ConfigError, match="eta_low < eta_high"):
+        pl.planner_from_params(params(**{"planner.enabled": True, "planner.eta_low": [1.0, 0.0, 0.0]}))
+
+
+def test_planner_waits_for_a_task(copy_last):
+    hook = pl.PlannerHook(pl.PlannerSettings(), num_futures=2)
+    pipe = pl.PredictionPipeline(copy_last, pl.PipelineConfig(), planner=hook)
+    assert pipe.process(pl.Frame(camera_image(16, 16))) is None
+    assert pipe.stats().skipped_no_task == 1
+
+
+def test_planner_hook_plans_eta_and_tracks_the_designated_pixel(vd):
+    pytest.importorskip("imagine_ros.planning", reason="imagine_ros.planning is not available")
+    settings = pl.PlannerSettings(
+        samples=8, iterations=2, elites=2, designated=((20.0, 12.0),), goal=(12.0, 12.0), track=True
+    )
+    hook = pl.PlannerHook(settings, num_futures=2)
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=2, seed=4)
+    camera = camera_image(24, 32, seed=9)
+    with pl.PredictionPipeline(vd, cfg, on_result=got.on_result, planner=hook) as pipe:
+        pipe.submit(camera, stamp_ns=5)
+        wait_until(lambda: got.results, what="a plan")
+    r = got.results[0]
+    low, high = np.array(settings.eta_low), np.array(settings.eta_high)
+    assert r.planned_eta.shape == (3,) and np.all(r.planned_eta >= low - 1e-6) and np.all(r.planned_eta <= high + 1e-6)
+    np.testing.assert_array_equal(r.eta, r.planned_eta)
+    assert r.plan is not None and r.prediction is r.plan.prediction
+    assert r.grids.rows == r.prediction.num_samples and r.grids.cols == vd.horizon
+    np.testing.assert_allclose(r.prediction.condition[0], r.planned_eta, rtol=1e-6)  # the futures of the chosen eta
+    # the designated pixel moves to the plan's expectation, converted back to camera pixels
+    expected = r.transform.to_camera(np.asarray(r.plan.designated_next, np.float64))
+    np.testing.assert_allclose(hook.designated, expected)
+    # the same plan again, directly: the pipeline passed the task in model pixels (crop of the 24x32 camera image)
+    from imagine_ros.planning import CEMPlanner, PlannerConfig
+
+    planner = CEMPlanner(vd, PlannerConfig(samples=8, iterations=2, elites=2, num_futures=2), low, high)
+    direct = planner.plan(
+        r.model_image, r.transform.to_model([[20.0, 12.0]]), r.transform.to_model([12.0, 12.0]), seed=4
+    )
+    np.testing.assert_allclose(direct.eta, r.planned_eta, rtol=1e-6)

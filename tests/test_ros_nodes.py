@@ -1,0 +1,206 @@
+"""The rclpy nodes, end to end over real ROS 2 topics (needs a sourced ROS 2: skipped here when rclpy is absent).
+
+Everything below the nodes (pipeline, conversions, simulator bridge, parameter tables) is tested without ROS in
+test_pipeline.py, test_ros_msgs.py, test_sim_bridge.py and test_launch_files.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip(
+    "rclpy", reason="rclpy is not installed: source a ROS 2 workspace (e.g. /opt/ros/humble/setup.bash) to run these"
+)
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from imagine_ros import pipeline as pl  # noqa: E402
+from imagine_ros import ros_msgs  # noqa: E402
+from imagine_ros.errors import ConfigError  # noqa: E402
+from imagine_ros.models import build  # noqa: E402
+from imagine_ros.models.checkpoint import save_checkpoint  # noqa: E402
+from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS  # noqa: E402
+from imagine_ros.predictor import Predictor  # noqa: E402
+from imagine_ros.ros.prediction_node import ImaginePredictionNode  # noqa: E402
+from imagine_ros.ros.prediction_node import main as prediction_main  # noqa: E402
+from imagine_ros.ros.sim_node import ImagineSimNode  # noqa: E402
+
+STAMP = (1_700_000_000, 123_456_789)
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    executor = SingleThreadedExecutor()
+    yield executor
+    executor.shutdown()
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(d / "vd", build("visual_dynamics", "tiny"))
+    return d / "vd.json"
+
+
+def overrides(**values) -> list[Parameter]:
+    return [Parameter(k.replace("__", "."), value=v) for k, v in values.items()]
+
+
+def spin_until(executor, predicate, timeout: float = 30.0, every=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        if every is not None:
+            every()
+        executor.spin_once(timeout_sec=0.05)
+
+
+def camera_msg(rgb: np.ndarray, encoding: str = "rgb8") -> Image:
+    msg = ros_msgs.fill_image(Image(), rgb, encoding)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
+    msg.header.frame_id = "camera"
+    return msg
+
+
+def eta_msg(xyz, frame_id: str = "panda_link0") -> PointStamped:
+    msg = ros_msgs.fill_point_stamped(PointStamped(), xyz)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def test_prediction_node_declares_the_documented_parameters(ros, checkpoint):
+    node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu", rate=3.0))
+    try:
+        for p in PREDICTION_PARAMS:
+            assert node.has_parameter(p.name), p.name
+            d = node.describe_parameters([p.name])[0]
+            assert d.description == p.description and d.read_only
+        assert node.get_parameter("rate").value == 3.0 and node.params["rate"] == 3.0
+        assert list(node.get_parameter("planner.eta_low").value) == [0.35, -0.2, 0.0]
+        assert node.pipeline.config.rate_hz == 3.0 and node.pipeline.running
+    finally:
+        node.destroy_node()
+    assert not node.pipeline.running
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"backend": "gpu"}, "'backend': expected one of local, remote"),
+        ({"rate": -2.0}, "'rate'"),
+        ({}, "'checkpoint' is required"),
+        ({"backend": "remote"}, "'remote.service' is required"),
+    ],
+)
+def test_bad_parameters_are_refused(ros, values, match):
+    with pytest.raises(ConfigError, match=match):
+        ImaginePredictionNode(parameter_overrides=overrides(**{k.replace(".", "__"): v for k, v in values.items()}))
+
+
+def test_prediction_node_publishes_grids_stamped_with_the_input_header(ros, checkpoint):
+    node = ImaginePredictionNode(
+        parameter_overrides=overrides(
+            checkpoint=str(checkpoint), device="cpu", rate=0.0, num_samples=2, seed=3, diagnostics_period=0.2
+        )
+    )
+    probe = rclpy.create_node("probe")
+    ros.add_node(node)
+    ros.add_node(probe)
+    got: dict[str, list] = {"frames": [], "flows": [], "flow_vis": [], "diag": []}
+    for name in ("frames", "flows", "flow_vis"):
+        probe.create_subscription(Image, f"/imagine_prediction/future/{name}", got[name].append, 10)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
+    pub_image = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+    pub_eta = probe.create_publisher(PointStamped, "/eta", 10)
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    eta = np.array([0.5, 0.05, 0.1])
+    try:
+        spin_until(ros, lambda: node.pipeline.current_eta() is not None, every=lambda: pub_eta.publish(eta_msg(eta)))
+        spin_until(ros, lambda: all(got[k] for k in ("frames", "flows", "flow_vis")),
+                   every=lambda: pub_image.publish(camera_msg(rgb[..., ::-1].copy(), "bgr8")))  # fmt: skip
+        spin_until(ros, lambda: got["diag"])
+    finally:
+        node.destroy_node()
+        probe.destroy_node()
+    frames, flows, vis = got["frames"][0], got["flows"][0], got["flow_vis"][0]
+    for msg in (frames, flows, vis):
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == STAMP and msg.header.frame_id == "camera"
+        assert (msg.height, msg.width) == (2 * 16, 3 * 16)
+    assert (frames.encoding, flows.encoding, vis.encoding) == ("rgb8", "32FC2", "rgb8")
+    direct = Predictor.from_checkpoint(checkpoint, device="cpu").predict(
+        pl.prepare_image(rgb, 16)[0][None], eta[None], num_samples=2, seed=3
+    )
+    np.testing.assert_array_equal(ros_msgs.msg_to_image(frames), pl.grid(direct.frames[0]))
+    np.testing.assert_allclose(ros_msgs.msg_to_image(flows), pl.grid(direct.flows[0]), atol=1e-6)
+    status = got["diag"][0].status[0]
+    assert status.name.endswith("prediction") and status.level == DiagnosticStatus.OK
+    assert {kv.key for kv in status.values} >= {"predictions", "dropped", "failures", "latency_mean"}
+
+
+def test_refused_encoding_and_eta_frame(ros, checkpoint):
+    node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu", rate=0.0))
+    probe = rclpy.create_node("probe")
+    ros.add_node(node)
+    ros.add_node(probe)
+    outputs = []
+    probe.create_subscription(Image, "/imagine_prediction/future/frames", outputs.append, 10)
+    pub_image = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+    pub_eta = probe.create_publisher(PointStamped, "/eta", 10)
+    depth = Image(height=4, width=4, encoding="16UC1", step=8)
+    depth.data = bytes(32)
+    try:
+        spin_until(ros, lambda: node.pipeline.stats().rejected_images >= 3, every=lambda: pub_image.publish(depth))
+        spin_until(ros, lambda: node.pipeline.stats().eta_rejected >= 1,
+                   every=lambda: pub_eta.publish(eta_msg([0.5, 0.0, 0.1], "camera")))  # fmt: skip
+        assert node.pipeline.current_eta() is None
+        end = time.monotonic() + 0.5
+        spin_until(ros, lambda: time.monotonic() > end)
+        assert not outputs and node.pipeline.stats().received == 0
+    finally:
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def test_sim_node_publishes_camera_and_follows_targets(ros):
+    node = ImagineSimNode(parameter_overrides=overrides(image_size=32, frame_dt=0.05, real_time_factor=5.0))
+    probe = rclpy.create_node("probe")
+    ros.add_node(node)
+    ros.add_node(probe)
+    images, infos, ee = [], [], []
+    probe.create_subscription(Image, "/imagine_sim/camera/image_raw", images.append, qos_profile_sensor_data)
+    probe.create_subscription(CameraInfo, "/imagine_sim/camera/camera_info", infos.append, 10)
+    probe.create_subscription(PointStamped, "/imagine_sim/ee_position", ee.append, 10)
+    pub_target = probe.create_publisher(PointStamped, "/imagine_sim/target", 10)
+    for p in SIM_PARAMS:
+        assert node.has_parameter(p.name)
+    try:
+        spin_until(ros, lambda: images and infos and ee)
+        img = images[-1]
+        assert (img.encoding, img.height, img.width, img.header.frame_id) == ("rgb8", 32, 32, "camera")
+        assert infos[-1].k[2] == pytest.approx(15.5) and infos[-1].header.frame_id == "camera"
+        assert ee[-1].header.frame_id == "panda_link0"
+        low, high = node.bridge.workspace
+        target = (low + high) / 2 + np.array([0.05, 0.05, 0.0])
+
+        def close() -> bool:
+            return bool(ee) and np.linalg.norm(ros_msgs.msg_to_point(ee[-1]) - target) < 0.02
+
+        spin_until(ros, close, every=lambda: pub_target.publish(eta_msg(target)), timeout=30)
+    finally:
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def test_main_reports_bad_parameters_and_exits():
+    assert prediction_main(["--ros-args", "-p", "backend:=gpu"]) == 2
