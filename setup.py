@@ -19,6 +19,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["data/demo/*"]},  # the demo's trained checkpoint (imagine-ros demo)
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -37,6 +38,8 @@ setup(
         "torch>=2.1,<3",
         "safetensors>=0.4",
         "tensorboard>=2.12",
+        "pyzmq>=25",
+        "msgpack>=1.0",
     ],
     extras_require={
         "test": [
@@ -53,6 +56,8 @@ setup(
     entry_points={
         "console_scripts": [
             "imagine-ros = imagine_ros.cli:main",
+            "imagine_prediction = imagine_ros.ros.prediction_node:main",
+            "imagine_sim = imagine_ros.ros.sim_node:main",
         ],
     },
     zip_safe=False,

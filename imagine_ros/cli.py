@@ -211,6 +211,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--stage", type=int, default=None, help="training stage of a multi-stage method (cinn: 1 VAE-GAN, 2 INN)"
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="RUN_OR_CKPT",
+        help="start from the weights of a run folder or checkpoint (cinn --stage 2: the stage-1 run)",
+    )
     p.set_defaults(func=_cli_train)
 
 
@@ -237,6 +246,8 @@ def _cli_train(args: argparse.Namespace) -> int:
         val_clips=args.val_clips,
         val_samples=args.val_samples,
         progress=not args.no_progress,
+        stage=args.stage,
+        init=args.init,
     )
     metrics = train(cfg, resume=args.resume, command=["imagine-ros", *args.argv])
     shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items())
@@ -454,10 +465,317 @@ def _cli_shapes_kl(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------- serving
+def _serving_common(p: argparse.ArgumentParser, worker: bool) -> None:
+    """Heartbeat and logging flags shared by ``broker``, ``serve`` and ``cluster``."""
+    p.add_argument("--heartbeat", type=float, default=2.5, metavar="S", help="heartbeat interval in seconds (2.5)")
+    p.add_argument("--liveness", type=int, default=3, help="missed heartbeats before a peer counts as dead (default 3)")
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logging level (info)"
+    )
+    if worker:
+        p.add_argument("--max-batch", type=int, default=8, help="images per forward pass, batched (default 8)")
+        p.add_argument(
+            "--max-wait-ms", type=float, default=2.0, help="longest wait for more requests to batch (default 2)"
+        )
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _serving_logging(args: argparse.Namespace) -> None:
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def _sigterm_is_interrupt() -> None:
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _add_broker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "broker",
+        help="run an MDP/0.2 (ZeroMQ Majordomo) broker between prediction clients and model workers",
+        description="Route requests from clients to the workers of each service (model name), with heartbeats, "
+        "worker expiry, request expiry and optional CURVE encryption/authentication. Runs until Ctrl-C/SIGTERM.",
+    )
+    p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to bind (default tcp://*:5555)")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a request may wait for a worker before an 'expired' error reply (default 30)",
+    )
+    p.add_argument("--worker-credit", type=int, default=16, help="requests one worker may hold at once (default 16)")
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=1 << 30,
+        metavar="BYTES",
+        help="largest inbound frame; larger ones drop the sender (default 1 GiB; -1 no limit)",
+    )
+    p.add_argument(
+        "--curve-secret", metavar="FILE", help="enable CURVE: the broker's NAME.key_secret (imagine-ros keygen)"
+    )
+    p.add_argument(
+        "--curve-allow",
+        metavar="DIR",
+        help="with --curve-secret: folder of allowed client/worker public keys (*.key); default: any key",
+    )
+    _serving_common(p, worker=False)
+    p.set_defaults(func=_cli_broker)
+
+
+def _cli_broker(args: argparse.Namespace) -> int:
+    import zmq
+
+    from imagine_ros.serving.broker import Broker
+    from imagine_ros.serving.curve import CurveServerKeys
+
+    _serving_logging(args)
+    if args.curve_allow and not args.curve_secret:
+        raise ConfigError("--curve-allow needs --curve-secret")
+    curve = CurveServerKeys.from_files(args.curve_secret, args.curve_allow) if args.curve_secret else None
+    try:
+        broker = Broker(
+            args.bind,
+            heartbeat_interval=args.heartbeat,
+            liveness=args.liveness,
+            request_timeout=args.request_timeout,
+            worker_credit=args.worker_credit,
+            max_message_size=args.max_message_size,
+            curve=curve,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _sigterm_is_interrupt()
+    print(f"imagine-ros broker on {args.bind}{' (CURVE)' if curve else ''}", flush=True)
+    try:
+        broker.run()
+    except zmq.ZMQError as e:
+        raise ConfigError(f"cannot bind {args.bind}: {e}") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a checkpoint as an MDP/0.2 worker of a broker (batching, heartbeats, reconnects)",
+        description="Load a checkpoint and answer prediction requests routed by the broker; the service name is "
+        "the method name unless --service is given. Runs until Ctrl-C/SIGTERM.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
+    p.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--service", default=None, help="service name (default: the checkpoint's method name)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=1 << 24,
+        help="per-request budget of output pixels B*N*T*H*W (default 16777216)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=64 << 20,
+        metavar="BYTES",
+        help="largest inbound request frame (default 64 MiB; -1 no limit)",
+    )
+    p.add_argument("--curve-secret", metavar="FILE", help="enable CURVE: this worker's NAME.key_secret")
+    p.add_argument("--curve-server-key", metavar="FILE", help="with --curve-secret: the broker's public NAME.key")
+    _serving_common(p, worker=True)
+    p.set_defaults(func=_cli_serve)
+
+
+def _curve_client(args: argparse.Namespace):
+    from imagine_ros.serving.curve import CurveClientKeys
+
+    if bool(args.curve_secret) != bool(args.curve_server_key):
+        raise ConfigError("CURVE needs both --curve-secret and --curve-server-key")
+    return CurveClientKeys.from_files(args.curve_secret, args.curve_server_key) if args.curve_secret else None
+
+
+def _cli_serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from imagine_ros.predictor import Predictor
+    from imagine_ros.serving.worker import Worker
+
+    _serving_logging(args)
+    curve = _curve_client(args)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    try:
+        worker = Worker(
+            predictor,
+            args.broker,
+            service=args.service,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_pixels=args.max_pixels,
+            heartbeat_interval=args.heartbeat,
+            liveness=args.liveness,
+            max_message_size=args.max_message_size,
+            curve=curve,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _sigterm_is_interrupt()
+    print(
+        f"imagine-ros serve: {predictor.method} as {worker.service!r} on {predictor.device} via {args.broker}",
+        flush=True,
+    )
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _add_keygen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keygen",
+        help="write a CURVE key pair (NAME.key public, NAME.key_secret secret) for the broker, workers or clients",
+    )
+    p.add_argument("--name", required=True, help="key name, e.g. broker, gpu1, robot")
+    p.add_argument("--dir", default="keys", metavar="DIR", help="folder to write the key files into (default keys)")
+    p.set_defaults(func=_cli_keygen)
+
+
+def _cli_keygen(args: argparse.Namespace) -> int:
+    from imagine_ros.serving.curve import generate_keys
+
+    public, secret = generate_keys(args.dir, args.name)
+    print(f"public key {public} (copy it to peers), secret key {secret} (keep it private)")
+    return 0
+
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="run a broker and N workers of one checkpoint on this machine (subprocesses) until Ctrl-C",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--device", default="auto", help="device of every worker: auto, cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--host", default="*", help="interface the broker binds: * = all, 127.0.0.1 = local (default *)")
+    p.add_argument("--port", type=int, default=5555, help="broker port (default 5555)")
+    p.add_argument("--service", default=None, help="service name (default: the checkpoint's method name)")
+    p.add_argument("--request-timeout", type=float, default=30.0, metavar="S", help="see 'broker' (default 30)")
+    p.add_argument("--log-dir", default=None, metavar="DIR", help="process logs (default: a temporary folder)")
+    _serving_common(p, worker=True)
+    p.set_defaults(func=_cli_cluster)
+
+
+def _cli_cluster(args: argparse.Namespace) -> int:
+    import time
+
+    from imagine_ros.serving.cluster import LocalCluster
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    _sigterm_is_interrupt()
+    cluster = LocalCluster(
+        args.checkpoint,
+        workers=args.workers,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        service=args.service,
+        max_batch=args.max_batch,
+        heartbeat_interval=args.heartbeat,
+        liveness=args.liveness,
+        request_timeout=args.request_timeout,
+        max_wait_ms=args.max_wait_ms,
+        threads=args.threads,
+        log_dir=args.log_dir,
+    )
+    try:
+        with cluster:
+            print(
+                f"imagine-ros cluster: broker on {cluster.bind}, {args.workers} worker(s) of {cluster.service!r}; "
+                f"clients use {cluster.endpoint} (logs in {cluster.log_dir}); Ctrl-C stops",
+                flush=True,
+            )
+            while True:
+                time.sleep(1.0)
+                cluster._check_alive()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------------- flow-eval
+def _add_flow_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flow-eval",
+        help="end-point error of predicted forward flows against the simulator's true object motion",
+        description="Project each object's recorded position (object_pos, meta.json camera) into the input and the "
+        "future frames, read each checkpoint's forward flows at the object's centre and report the EPE in pixels "
+        "(best of N samples and mean over samples; all objects and the moving ones), beside the zero-flow floor.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="pushing dataset folder (with object_pos)")
+    p.add_argument(
+        "--checkpoint", action="append", required=True, metavar="CKPT", help="model checkpoint (NAME.json); repeatable"
+    )
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"], help="split (default val)")
+    p.add_argument("--clips", type=int, default=64, help="clips to evaluate (default 64)")
+    p.add_argument("--samples", type=int, default=8, help="N samples per clip (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clip choice and of sampling (default 0)")
+    p.add_argument("--moving-px", type=float, default=1.0, help="'moving' = true motion reaches this many px (1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--out", metavar="DIR", default=None, help="also write flow_epe.json and flow_epe.md here")
+    p.add_argument(
+        "--gif", metavar="DIR", default=None, help="also write DIR/NAME_flows.gif: samples, flow colours, masks"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_flow_eval)
+
+
+def _cli_flow_eval(args: argparse.Namespace) -> int:
+    from imagine_ros.predictor import Predictor
+    from imagine_ros.training.flow_eval import flow_epe, table, write_results
+
+    results = []
+    for c in args.checkpoint:
+        name = Path(c).parent.name if Path(c).stem == "model" else Path(c).stem
+        pred = Predictor.from_checkpoint(c, device=args.device)
+        results.append(
+            flow_epe(
+                pred,
+                args.data,
+                args.split,
+                args.clips,
+                args.samples,
+                args.seed,
+                name=name,
+                moving_px=args.moving_px,
+                progress=not args.no_progress,
+                gif=Path(args.gif) / f"{name}_flows.gif" if args.gif else None,
+            )
+        )
+    print(table(results, args.split, args.data))
+    if args.out:
+        print(f"written to {write_results(results, args.out, args.split, args.data)}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
+    from imagine_ros.planning.demo import register_cli as register_demo
+    from imagine_ros.planning.runner import register_cli as register_plan_eval
     from imagine_ros.rosbag_export import register_cli as register_export_bag
     from imagine_ros.sim.shapes import register_cli as register_shapes
+    from imagine_ros.training.cinn_transfer import register_cli as register_cinn_transfer
+    from imagine_ros.training.controllability import register_cli as register_controllability
 
     parser = argparse.ArgumentParser(
         prog="imagine-ros", description="Predict a robot camera's future: simulate, collect, train, serve, plan."
@@ -471,8 +789,17 @@ def build_parser() -> argparse.ArgumentParser:
     register_export_bag(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_flow_eval(sub)
     _add_predict(sub)
     _add_shapes_kl(sub)
+    _add_broker(sub)
+    _add_serve(sub)
+    _add_keygen(sub)
+    _add_cluster(sub)
+    register_cinn_transfer(sub)
+    register_controllability(sub)
+    register_plan_eval(sub)
+    register_demo(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ from imagine_ros.errors import ConfigError
 from imagine_ros.sim.camera import CameraConfig
 from imagine_ros.sim.scene import ARM_JOINTS, DOWN, EE_LINK, PALETTE, PANDA_HOME, ObjectSpec, Scene, SceneConfig
 
+HAND_BEHIND = 0.10  # task reset option hand="behind": metres from the object's centre (objects are <= 10 cm)
 ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)  # Franka's joint torque limits, N m
 JOINT_LOW = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 JOINT_HIGH = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
@@ -211,7 +212,7 @@ class PushEnv(gym.Env):
             c.stepSimulation()
 
     def _setup_task(self, rng: np.random.Generator, options: dict) -> None:
-        known = {"goal", "target_object"}
+        known = {"goal", "target_object", "hand"}
         if set(options) - known:
             raise ConfigError(f"unknown reset option(s) {sorted(set(options) - known)}; known: {sorted(known)}")
         k = int(options.get("target_object", 0))
@@ -232,6 +233,20 @@ class PushEnv(gym.Env):
                     break
             goal_xy = np.clip(goal_xy, lo, hi)
         self._goal = np.array([goal_xy[0], goal_xy[1], start[2]])
+        hand = options.get("hand", "default")
+        if hand == "behind":
+            self._hand_behind(start, self._goal)
+        elif hand != "default":
+            raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r}")
+
+    def _hand_behind(self, start: np.ndarray, goal: np.ndarray) -> None:
+        """Put the hand at push height ``HAND_BEHIND`` metres behind the object, on the side away from the goal (a
+        pre-push pose: one straight motion through the object pushes it towards the goal)."""
+        d = goal[:2] - start[:2]
+        d = d / max(float(np.linalg.norm(d)), 1e-9)
+        xy = start[:2] - HAND_BEHIND * d
+        self._target = np.clip(np.array([xy[0], xy[1], self.hand_low[2]]), self.hand_low, self.hand_high)
+        self._settle_arm()
 
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(3)

@@ -1,0 +1,589 @@
+"""Simulated pushing experiments (``imagine-ros plan-eval``): planners compared on the same seeded tasks.
+
+Task ``i`` is ``ImagineRos/PushTask-v0`` reset with seed ``seed + i``: a designated object (object 0) and a goal
+``goal_distance`` (10-20 cm) away. A planner chooses η (the end-effector target at the end of the horizon), the hand
+executes ``execute_steps`` frames of the motion towards η (:func:`imagine_ros.planning.oracle.eta_actions`), and the
+planner replans (MPC) until the object is within ``tolerance`` (3 cm) of the goal or ``budget`` frames have run.
+Success = within the tolerance when the episode ends.
+
+Planners: ``random`` (η uniform in the workspace), one CEM planner per checkpoint and flow source (the model's native
+flows, and DIS flows estimated from its frames), and ``oracle`` (CEM that simulates candidates in a cloned simulator).
+Model planners start from the object's projected pixel and carry the designated pixel's predicted position from plan
+to plan (``designated="carry"``, Visual Foresight), or re-read it from the simulator each plan (``"true"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from imagine_ros.errors import ConfigError
+from imagine_ros.flow import dis_flows
+from imagine_ros.planning.cem import CEMPlanner, PlannerConfig, PlanResult
+from imagine_ros.planning.costs import point_map, propagate_map
+from imagine_ros.planning.oracle import OraclePlanner, eta_actions
+from imagine_ros.prediction import Prediction
+from imagine_ros.predictor import PredictorProtocol
+
+TASK_ENV_ID = "ImagineRos/PushTask-v0"
+
+
+# ------------------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class TaskConfig:
+    """The tasks and how episodes run (the same for every planner of a run)."""
+
+    tasks: int = 20
+    seed: int = 0  # task i uses env seed ``seed + i``
+    budget: int = 30  # frames per episode at most
+    execute_steps: int = 3  # frames executed per plan before replanning
+    horizon: int = 10  # frames to reach η for planners without a model (random, oracle): the models' horizon
+    goal_distance: tuple[float, float] = (0.10, 0.20)  # metres from the object's start
+    tolerance: float = 0.03  # metres: success radius
+    image_size: int = 64  # camera image side
+    designated: str = "carry"  # "carry" (predicted, MPC carry-over) or "true" (re-read from the simulator)
+    hand: str = "behind"  # the hand's start: "behind" the object (pre-push pose) or "default" (random, raised)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "budget", "execute_steps", "horizon", "image_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.execute_steps > self.horizon:
+            raise ConfigError(f"execute_steps ({self.execute_steps}) must not exceed horizon ({self.horizon})")
+        if self.hand not in ("behind", "default"):
+            raise ConfigError(f"hand must be 'behind' or 'default', got {self.hand!r}")
+        if self.designated not in ("carry", "true"):
+            raise ConfigError(f"designated must be 'carry' or 'true', got {self.designated!r}")
+        lo, hi = self.goal_distance
+        if not 0 < lo <= hi:
+            raise ConfigError(f"goal_distance must be a range 0 < low <= high metres, got {self.goal_distance}")
+        object.__setattr__(self, "goal_distance", (float(lo), float(hi)))
+
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.tasks)]
+
+
+def make_task_env(tc: TaskConfig):
+    """The task-mode environment of ``ImagineRos/PushTask-v0`` (unwrapped: the step budget is the runner's)."""
+    import gymnasium as gym
+
+    import imagine_ros.sim  # noqa: F401  (registers the ids)
+
+    return gym.make(
+        TASK_ENV_ID, goal_distance=tc.goal_distance, success_tolerance=tc.tolerance, image_size=tc.image_size
+    ).unwrapped
+
+
+# ------------------------------------------------------------------------------------------------------ agents
+class DisFlowPredictor:
+    """A predictor whose flows are re-estimated from its own frames with OpenCV DIS (``flow_source == "dis"``).
+
+    Wraps any :class:`PredictorProtocol`; used to compare a method's native flows with DIS flows of its frames.
+    """
+
+    def __init__(self, inner: PredictorProtocol):
+        self.inner = inner
+        self.image_size, self.horizon = inner.image_size, inner.horizon
+        self.condition_dim, self.method = inner.condition_dim, inner.method
+
+    def predict(self, images, conditions=None, num_samples: int = 1, seed: int | None = None) -> Prediction:
+        pred = self.inner.predict(images, conditions, num_samples=num_samples, seed=seed)
+        if pred.flow_source == "dis":
+            return pred
+        t0 = time.perf_counter()
+        flows = np.stack([dis_flows(x, f) for x, f in zip(np.asarray(images), pred.frames)]).astype(np.float32)
+        timing = {**pred.timing, "flow": time.perf_counter() - t0}
+        timing["total"] = pred.timing.get("total", 0.0) + timing["flow"]
+        return Prediction(pred.frames, flows, "dis", pred.method, pred.condition, pred.masks, timing)
+
+
+class Agent(Protocol):
+    name: str
+    horizon: int
+
+    def reset(self, env, obs: dict, info: dict, seed: int) -> None: ...
+
+    def act(self, env, obs: dict, info: dict, index: int) -> PlanResult: ...
+
+
+def _resize_pixels(xy: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Pixel coordinates (pixel centres at integers) from a src x src image to a dst x dst one."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * (dst / src) - 0.5
+
+
+class RandomAgent:
+    """η uniform in the workspace."""
+
+    def __init__(self, eta_low: np.ndarray, eta_high: np.ndarray, horizon: int, name: str = "random"):
+        self.name, self.horizon = name, int(horizon)
+        self.low, self.high = np.asarray(eta_low, float), np.asarray(eta_high, float)
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, env, obs, info, seed) -> None:
+        self.rng = np.random.default_rng([seed, 7])
+
+    def act(self, env, obs, info, index) -> PlanResult:
+        t0 = time.perf_counter()
+        eta = self.rng.uniform(self.low, self.high).astype(np.float32)
+        return PlanResult(eta, float("nan"), np.zeros(0), None, None, time.perf_counter() - t0)
+
+
+class ModelAgent:
+    """A :class:`CEMPlanner` on a predictor's futures, with the designated pixel carried from plan to plan."""
+
+    def __init__(self, name: str, predictor: PredictorProtocol, config: PlannerConfig, eta_low, eta_high,
+                 designated: str = "carry"):  # fmt: skip
+        self.name, self.horizon = name, int(predictor.horizon)
+        self.planner = CEMPlanner(predictor, config, eta_low, eta_high)
+        self.size = int(predictor.image_size)
+        self.mode = designated
+        self.designated: np.ndarray | None = None
+        self.seed = 0
+
+    def _image(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[0] == self.size:
+            return image
+        import cv2
+
+        return cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def reset(self, env, obs, info, seed) -> None:
+        self.seed = int(seed)
+        self.designated = None
+
+    def act(self, env, obs, info, index) -> PlanResult:
+        src = obs["image"].shape[0]
+        if self.designated is None or self.mode == "true":
+            self.designated = _resize_pixels(info["object_pixel"][None], src, self.size)
+        goal = _resize_pixels(info["goal_pixel"], src, self.size)
+        res = self.planner.plan(self._image(obs["image"]), self.designated, goal, seed=self.seed * 1000 + index)
+        self.designated = np.asarray(res.designated_next, dtype=np.float64)
+        return res
+
+
+class OracleAgent:
+    """:class:`OraclePlanner` on the episode's environment."""
+
+    def __init__(self, config: PlannerConfig, horizon: int, name: str = "oracle"):
+        self.name, self.horizon, self.config = name, int(horizon), config
+        self.planner: OraclePlanner | None = None
+        self.seed = 0
+
+    def reset(self, env, obs, info, seed) -> None:
+        if self.planner is None or self.planner.env is not env:
+            if self.planner is not None:
+                self.planner.close()
+            self.planner = OraclePlanner(env, self.config, horizon=self.horizon)
+        self.seed = int(seed)
+
+    def act(self, env, obs, info, index) -> PlanResult:
+        return self.planner.plan(seed=self.seed * 1000 + index)
+
+    def close(self) -> None:
+        if self.planner is not None:
+            self.planner.close()
+            self.planner = None
+
+
+# ---------------------------------------------------------------------------------------------------- episodes
+@dataclass
+class Episode:
+    task: int
+    seed: int
+    success: bool
+    start_distance: float  # metres
+    final_distance: float  # metres
+    frames: int  # frames executed
+    plans: int
+    plan_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Recording:
+    """What an episode looked like: per executed frame the real image and (model planners) the predicted one."""
+
+    real: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8 after each executed frame
+    predicted: list[np.ndarray | None] = field(default_factory=list)  # predicted frame for that step, or None
+    prob: list[np.ndarray | None] = field(default_factory=list)  # (h, w) designated-pixel map for that step
+    goal_pixel: np.ndarray | None = None
+    first: np.ndarray | None = None
+
+
+def run_episode(agent: Agent, env, task: int, seed: int, tc: TaskConfig, record: bool = False, on_frame=None):
+    """One task with one planner -> (Episode, Recording | None). ``on_frame()`` is called after every frame."""
+    obs, info = env.reset(seed=seed, options={"hand": tc.hand})
+    agent.reset(env, obs, info, seed)
+    ep = Episode(task, seed, bool(info["is_success"]), float(info["distance"]), float(info["distance"]), 0, 0)
+    rec = Recording(goal_pixel=np.asarray(info["goal_pixel"]), first=obs["image"].copy()) if record else None
+    done = bool(info["is_success"])
+    while not done and ep.frames < tc.budget:
+        res = agent.act(env, obs, info, ep.plans)
+        ep.plans += 1
+        ep.plan_seconds.append(float(res.seconds))
+        steps = min(tc.execute_steps, tc.budget - ep.frames)
+        actions = eta_actions(env.ee_target, res.eta, agent.horizon, env.config.max_step)[:steps]
+        for t, a in enumerate(actions):
+            obs, _, terminated, _, info = env.step(a)
+            ep.frames += 1
+            if on_frame is not None:
+                on_frame()
+            if rec is not None:
+                rec.real.append(obs["image"].copy())
+                pred = res.prediction
+                if pred is not None and t < pred.horizon:
+                    rec.predicted.append(pred.frames[0, 0, t])
+                    start = res.designated
+                    h, w = pred.flows.shape[3:5]
+                    rec.prob.append(
+                        None if start is None else propagate_map(point_map(start, h, w).sum(0), pred.flows[0, 0, t])
+                    )
+                else:
+                    rec.predicted.append(None)
+                    rec.prob.append(None)
+            if terminated:
+                done = True
+                break
+    ep.success = bool(info["is_success"])
+    ep.final_distance = float(info["distance"])
+    return ep, rec
+
+
+# ----------------------------------------------------------------------------------------------------- results
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (``z`` = the normal quantile)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class PlannerResult:
+    name: str
+    episodes: list[Episode]
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    def summary(self) -> dict:
+        n = len(self.episodes)
+        lo, hi = wilson_interval(self.successes, n)
+        secs = [s for e in self.episodes for s in e.plan_seconds]
+        final = np.array([e.final_distance for e in self.episodes]) * 100
+        return {
+            "planner": self.name,
+            "tasks": n,
+            "successes": self.successes,
+            "success_rate": self.successes / n if n else 0.0,
+            "wilson95": [lo, hi],
+            "final_distance_cm_mean": float(final.mean()) if n else float("nan"),
+            "final_distance_cm_median": float(np.median(final)) if n else float("nan"),
+            "start_distance_cm_mean": float(np.mean([e.start_distance for e in self.episodes]) * 100) if n else 0.0,
+            "seconds_per_plan": float(np.mean(secs)) if secs else 0.0,
+            "plans": int(sum(e.plans for e in self.episodes)),
+        }
+
+
+def table(results: list[PlannerResult], tc: TaskConfig) -> str:
+    seeds = tc.seeds()
+    head = (
+        f"{tc.tasks} tasks of {TASK_ENV_ID} (env seeds {seeds[0]}..{seeds[-1]}), goal {tc.goal_distance[0] * 100:.0f}-"
+        f"{tc.goal_distance[1] * 100:.0f} cm away, success within {tc.tolerance * 100:.0f} cm, budget {tc.budget} "
+        f"frames, replan every {tc.execute_steps} frames, hand starts {tc.hand}\n\n"
+    )
+    rows = ["| planner | success | 95% interval | final distance, cm (mean / median) | s per plan |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        s = r.summary()
+        lo, hi = s["wilson95"]
+        rows.append(
+            f"| {s['planner']} | {s['successes']}/{s['tasks']} ({s['success_rate']:.0%}) | {lo:.0%}-{hi:.0%} | "
+            f"{s['final_distance_cm_mean']:.1f} / {s['final_distance_cm_median']:.1f} | {s['seconds_per_plan']:.2f} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def plot(results: list[PlannerResult], path: str | Path) -> Path:
+    """A PNG bar chart: success rate with its 95% Wilson interval and the mean final distance, per planner."""
+    from PIL import Image, ImageDraw
+
+    rows = [r.summary() for r in results]
+    label_w, bar_w, row_h, pad = 260, 360, 34, 16
+    width = label_w + 2 * bar_w + 4 * pad
+    height = pad * 3 + 24 + row_h * len(rows)
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    x1, x2 = label_w + pad, label_w + bar_w + 3 * pad
+    d.text((x1, pad), "success rate (bar) and 95% Wilson interval", fill="black")
+    max_dist = max([s["final_distance_cm_mean"] for s in rows] + [s["start_distance_cm_mean"] for s in rows] + [1.0])
+    d.text((x2, pad), f"final distance to goal, cm (0-{max_dist:.0f}; | = start)", fill="black")
+    for i, s in enumerate(rows):
+        y = pad * 2 + 24 + i * row_h
+        d.text((pad, y + 8), s["planner"][:40], fill="black")
+        d.rectangle([x1, y + 4, x1 + bar_w, y + row_h - 8], outline=(200, 200, 200))
+        d.rectangle([x1, y + 4, x1 + int(bar_w * s["success_rate"]), y + row_h - 8], fill=(70, 130, 200))
+        lo, hi = s["wilson95"]
+        ym = y + (row_h - 4) // 2
+        d.line([x1 + int(bar_w * lo), ym, x1 + int(bar_w * hi), ym], fill="black", width=2)
+        for v in (lo, hi):
+            d.line([x1 + int(bar_w * v), ym - 5, x1 + int(bar_w * v), ym + 5], fill="black", width=2)
+        d.text((x1 + bar_w - 40, y + 8), f"{s['success_rate']:.0%}", fill="black")
+        dist = s["final_distance_cm_mean"] / max_dist
+        d.rectangle([x2, y + 4, x2 + bar_w, y + row_h - 8], outline=(200, 200, 200))
+        d.rectangle([x2, y + 4, x2 + int(bar_w * dist), y + row_h - 8], fill=(220, 120, 60))
+        xs = x2 + int(bar_w * s["start_distance_cm_mean"] / max_dist)
+        d.line([xs, y + 2, xs, y + row_h - 6], fill="black", width=2)
+        d.text((x2 + bar_w - 40, y + 8), f"{s['final_distance_cm_mean']:.1f}", fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _tile(image: np.ndarray, scale: int) -> np.ndarray:
+    return np.asarray(image, np.uint8).repeat(scale, 0).repeat(scale, 1)
+
+
+def episode_frames(rec: Recording, scale: int = 4, label: str = "") -> np.ndarray:
+    """(F, H', W', 3) uint8 frames of an episode: the prediction (designated-pixel map in red, goal in green) beside
+    what happened (goal in green)."""
+    from PIL import Image, ImageDraw
+
+    size = rec.first.shape[0]
+    s = size * scale
+    out = []
+    for k, real in enumerate([rec.first, *rec.real]):
+        pred = rec.predicted[k - 1] if k > 0 else None
+        prob = rec.prob[k - 1] if k > 0 else None
+        left = np.full((s, s, 3), 235, np.uint8)
+        if pred is not None:
+            p = pred.astype(np.float32)
+            if prob is not None and prob.max() > 0:
+                m = (prob / prob.max())[..., None]
+                p = p * (1 - 0.8 * m) + np.array([255.0, 0, 0]) * 0.8 * m
+            left = _tile(_resize_to(p.astype(np.uint8), size), scale)
+        canvas = Image.new("RGB", (2 * s + 4, s + 14), "white")
+        canvas.paste(Image.fromarray(left), (0, 14))
+        canvas.paste(Image.fromarray(_tile(real, scale)), (s + 4, 14))
+        d = ImageDraw.Draw(canvas)
+        d.text((2, 1), "predicted" if pred is not None else "(no prediction)", fill="black")
+        d.text((s + 6, 1), f"{label} frame {k}", fill="black")
+        gx, gy = (np.asarray(rec.goal_pixel, float) + 0.5) * scale
+        for ox in (0, s + 4):
+            d.ellipse([ox + gx - 4, 14 + gy - 4, ox + gx + 4, 14 + gy + 4], outline=(0, 200, 0), width=2)
+        if prob is not None and prob.sum() > 0:  # the designated pixel's expected position, in red
+            ys, xs = np.mgrid[: prob.shape[0], : prob.shape[1]]
+            ex, ey = (np.array([(prob * xs).sum(), (prob * ys).sum()]) / prob.sum() + 0.5) * s / prob.shape[0]
+            d.ellipse([ex - 5, 14 + ey - 5, ex + 5, 14 + ey + 5], outline=(255, 0, 0), width=2)
+        out.append(np.asarray(canvas))
+    return np.stack(out)
+
+
+def _resize_to(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    import cv2
+
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def write_report(
+    results: list[PlannerResult],
+    tc: TaskConfig,
+    out: str | Path,
+    recordings: dict | None = None,
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """results.json, table.md, success.png and one GIF per recorded (planner, task) into ``out``."""
+    from imagine_ros.viz import write_gif
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"table": out / "table.md", "results": out / "results.json", "plot": out / "success.png"}
+    paths["table"].write_text(table(results, tc), encoding="utf-8")
+    payload = {
+        "task_config": {**asdict(tc), "env_id": TASK_ENV_ID, "env_seeds": tc.seeds()},
+        "planners": [r.summary() for r in results],
+        "episodes": {r.name: [asdict(e) for e in r.episodes] for r in results},
+        **(extra or {}),
+    }
+    paths["results"].write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    plot(results, paths["plot"])
+    for (name, task), rec in (recordings or {}).items():
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        gif = out / "episodes" / f"{slug}_task{task:03d}.gif"
+        write_gif(gif, episode_frames(rec, label=name), fps=3)
+        paths[f"gif:{name}:{task}"] = gif
+    return paths
+
+
+def evaluate(
+    agents: list[Agent], tc: TaskConfig, gifs: int = 2, progress: bool = True, env=None
+) -> tuple[list[PlannerResult], dict]:
+    """Run every agent on the same tasks -> (results, recordings {(agent name, task): Recording} of the first
+    ``gifs`` tasks)."""
+    from tqdm.auto import tqdm
+
+    own_env = env is None
+    env = env or make_task_env(tc)
+    results, recordings = [], {}
+    try:
+        for agent in agents:
+            eps = []
+            bar = tqdm(total=tc.tasks * tc.budget, desc=agent.name, disable=not progress, unit="frame")
+            for task, seed in enumerate(tc.seeds()):
+                ep, rec = run_episode(agent, env, task, seed, tc, record=task < gifs, on_frame=partial(bar.update, 1))
+                bar.update((task + 1) * tc.budget - bar.n)  # an episode that ended early skips its other frames
+                eps.append(ep)
+                if rec is not None:
+                    recordings[(agent.name, task)] = rec
+                bar.set_postfix(tasks=len(eps), success=sum(e.success for e in eps))
+            bar.close()
+            results.append(PlannerResult(agent.name, eps))
+            if hasattr(agent, "close"):
+                agent.close()
+    finally:
+        if own_env:
+            env.close()
+    return results, recordings
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def model_agents(
+    name: str, predictor: PredictorProtocol, config: PlannerConfig, eta_low, eta_high, flows: str, designated: str
+) -> list[ModelAgent]:
+    """One agent per flow source: ``flows`` is "native", "dis" or "both" (native only where the model has them)."""
+    if not predictor.condition_dim:
+        raise ConfigError(f"{name} ({predictor.method}) takes no condition: planning over eta needs an eta model")
+    probe = predictor.predict(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8), None, 1, seed=0)
+    native = probe.flow_source == "native"
+    agents = []
+    if native and flows in ("native", "both"):
+        agents.append(ModelAgent(f"{name} (native flows)", predictor, config, eta_low, eta_high, designated))
+    if flows in ("dis", "both") or not native:
+        inner = DisFlowPredictor(predictor) if native else predictor
+        agents.append(ModelAgent(f"{name} (DIS flows)", inner, config, eta_low, eta_high, designated))
+    return agents
+
+
+def workspace(tc: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The hand's reachable box (eta_low, eta_high) in metres, from the task environment."""
+    env = make_task_env(tc)
+    try:
+        return env.hand_low.copy(), env.hand_high.copy()
+    finally:
+        env.close()
+
+
+def add_planner_args(p: argparse.ArgumentParser, samples: int, iterations: int, elites: int) -> None:
+    p.add_argument("--samples", type=int, default=samples, help=f"CEM candidates per iteration (default {samples})")
+    p.add_argument("--iterations", type=int, default=iterations, help=f"CEM iterations (default {iterations})")
+    p.add_argument("--elites", type=int, default=elites, help=f"CEM elites (default {elites})")
+    p.add_argument("--futures", type=int, default=1, help="futures sampled per candidate (default 1)")
+    p.add_argument("--max-batch", type=int, default=200, help="images per predict call (default 200)")
+    p.add_argument("--last-step-weight", type=float, default=10.0, help="weight of the last step's cost (default 10)")
+
+
+def planner_config(args: argparse.Namespace, execute_steps: int) -> PlannerConfig:
+    return PlannerConfig(
+        samples=args.samples,
+        iterations=args.iterations,
+        elites=args.elites,
+        num_futures=args.futures,
+        max_batch=args.max_batch,
+        last_step_weight=args.last_step_weight,
+        execute_steps=execute_steps,
+    )
+
+
+def _checkpoint_name(path: str) -> str:
+    p = Path(path)
+    return p.parent.name if p.stem == "model" else p.stem
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan-eval",
+        help="pushing experiments: random, CEM planners on checkpoints (native/DIS flows) and an oracle, same tasks",
+        description="Run N seeded pushing tasks (ImagineRos/PushTask-v0) with each planner and write table.md, "
+        "results.json, success.png and episode GIFs (prediction beside execution) into OUT.",
+    )
+    p.add_argument(
+        "--checkpoint", action="append", default=[], metavar="CKPT", help="eta-conditioned model (repeatable)"
+    )
+    p.add_argument("--flows", default="both", choices=["native", "dis", "both"], help="flow sources (default both)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--tasks", type=int, default=20, help="number of tasks (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="task i uses env seed SEED+i (default 0)")
+    p.add_argument("--budget", type=int, default=30, help="frames per episode (default 30)")
+    p.add_argument("--execute-steps", type=int, default=3, help="frames executed per plan (default 3)")
+    p.add_argument("--designated", default="carry", choices=["carry", "true"], help="designated pixel (default carry)")
+    p.add_argument(
+        "--hand",
+        default="behind",
+        choices=["behind", "default"],
+        help="hand start: behind the object, away from the goal (default), or the env's random raised start",
+    )
+    add_planner_args(p, 200, 3, 10)
+    p.add_argument("--oracle-samples", type=int, default=60, help="oracle CEM candidates (default 60)")
+    p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations (default 3)")
+    p.add_argument("--oracle-elites", type=int, default=6, help="oracle CEM elites (default 6)")
+    p.add_argument("--no-random", action="store_true", help="leave out the random planner")
+    p.add_argument("--no-oracle", action="store_true", help="leave out the oracle")
+    p.add_argument("--gifs", type=int, default=2, help="tasks per planner recorded as GIFs (default 2)")
+    p.add_argument("--device", default="auto", help="torch device of the checkpoints (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cli_plan_eval)
+
+
+def cli_plan_eval(args: argparse.Namespace) -> int:
+    from imagine_ros.predictor import Predictor
+
+    predictors = [(_checkpoint_name(c), Predictor.from_checkpoint(c, device=args.device)) for c in args.checkpoint]
+    horizon = predictors[0][1].horizon if predictors else 10
+    size = predictors[0][1].image_size if predictors else 64
+    tc = TaskConfig(
+        tasks=args.tasks,
+        seed=args.seed,
+        budget=args.budget,
+        execute_steps=args.execute_steps,
+        horizon=horizon,
+        image_size=size,
+        designated=args.designated,
+        hand=args.hand,
+    )
+    cfg = planner_config(args, args.execute_steps)
+    low, high = workspace(tc)
+    agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
+    for name, pred in predictors:
+        agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
+    if not args.no_oracle:
+        oracle_cfg = PlannerConfig(
+            samples=args.oracle_samples,
+            iterations=args.oracle_iterations,
+            elites=min(args.oracle_elites, args.oracle_samples),
+            last_step_weight=args.last_step_weight,
+            execute_steps=args.execute_steps,
+        )
+        agents.append(OracleAgent(oracle_cfg, horizon))
+    if not agents:
+        raise ConfigError("nothing to evaluate: give --checkpoint or leave the random planner / oracle in")
+    t0 = time.perf_counter()
+    results, recs = evaluate(agents, tc, gifs=args.gifs, progress=not args.no_progress)
+    extra = {"planner_config": cfg.to_dict(), "checkpoints": args.checkpoint, "seconds": time.perf_counter() - t0}
+    paths = write_report(results, tc, args.out, recs, extra)
+    print(table(results, tc))
+    print(f"written to {paths['table']}, {paths['results']}, {paths['plot']} and {args.out}/episodes/")
+    return 0
