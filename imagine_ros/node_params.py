@@ -177,7 +177,7 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
 
 SIM_PARAMS: tuple[Param, ...] = (
     Param("image_size", "integer", 64, "camera image side in pixels", low=16, high=2048),
-    Param("num_objects", "integer", 3, "objects in the bin", low=1, high=10),
+    Param("num_objects", "integer", 3, "objects in the bin", low=1, high=8),
     Param("frame_dt", "double", 0.2, "simulated seconds per step (one camera frame)", low=0.01, high=2.0),
     Param("real_time_factor", "double", 1.0,
           "simulated seconds per wall-clock second (the timer runs every frame_dt / real_time_factor)", low=0.01),

@@ -131,6 +131,33 @@ def test_cem_finds_the_eta_that_moves_the_designated_pixel_onto_the_goal():
     np.testing.assert_array_equal(again.eta, res.eta)
 
 
+class NaNPredictor(ShiftPredictor):
+    """ShiftPredictor whose flows are NaN for candidates with η_x above ``nan_above`` (all of them by default)."""
+
+    def __init__(self, nan_above: float = -np.inf) -> None:
+        super().__init__()
+        self.nan_above = nan_above
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None) -> Prediction:
+        p = super().predict(images, conditions, num_samples, seed)
+        flows = p.flows.copy()
+        flows[np.asarray(conditions)[:, 0] > self.nan_above] = np.nan
+        return Prediction(p.frames, flows, "native", self.method, conditions)
+
+
+def test_cem_skips_non_finite_candidates_and_refuses_when_all_are():
+    cfg = PlannerConfig(samples=64, iterations=2, elites=8, max_batch=16, execute_steps=2)
+    designated, goal = np.array([[10.0, 12.0]]), np.array([12.0, 12.0])  # best: η_x = 0.57, just below the cut
+    planner = CEMPlanner(NaNPredictor(nan_above=0.6), cfg, eta_low=(0.37, -0.18, 0.02), eta_high=(0.73, 0.18, 0.17))
+    res = planner.plan(blob_image(), designated, goal, seed=0)
+    assert res.eta[0] <= 0.6 and np.isfinite(res.cost)
+    np.testing.assert_allclose(res.prediction.condition[0], res.eta)  # the kept futures are the chosen η's
+    assert np.isfinite(res.prediction.flows).all()
+    planner = CEMPlanner(NaNPredictor(), cfg, eta_low=(0.37, -0.18, 0.02), eta_high=(0.73, 0.18, 0.17))
+    with pytest.raises(ValueError, match="non-finite"):
+        planner.plan(blob_image(), designated, goal, seed=0)
+
+
 def test_cem_with_the_goal_image_cost():
     pred = ShiftPredictor()
     image = blob_image()

@@ -226,6 +226,7 @@ class CEMPlanner:
                     c = designated_pixel_cost(pred.flows, designated, goal, cfg.last_step_weight)
                 else:
                     c = goal_image_cost(pred.frames, goal_image, cfg.last_step_weight)
+                c = np.where(np.isfinite(c), c, np.inf)  # NaN would win argmin
                 costs[lo : lo + len(chunk)] = c
                 j = int(np.argmin(c))
                 if c[j] < state["cost"]:
@@ -233,6 +234,11 @@ class CEMPlanner:
             return costs
 
         eta, cost, per_it = cem(score, self.eta_low, self.eta_high, cfg, rng)
+        if state["pred"] is None:
+            raise ValueError(
+                f"every candidate's cost was non-finite: the predictor ({self.predictor.method}) returned NaN or "
+                "infinite flows or frames"
+            )
         prediction: Prediction = state["pred"]
         nxt = None
         if designated is not None:

@@ -159,8 +159,12 @@ def designated_pixel_cost(
     flows = _check_flows(flows)
     if flows.ndim != 6:
         raise ValueError(f"flows must be (B, N, T, H, W, 2), got shape {flows.shape}")
+    bad = ~np.isfinite(flows).all(axis=(1, 2, 3, 4, 5))  # a candidate with non-finite flows costs +inf
+    if bad.any():
+        flows = np.where(bad[:, None, None, None, None, None], 0.0, flows).astype(flows.dtype, copy=False)
     d = designated_distances(designated, goal, flows).mean(-1)  # (B, N, T)
-    return (d * step_weights(flows.shape[2], last_step_weight)).sum(-1).mean(-1)
+    cost = (d * step_weights(flows.shape[2], last_step_weight)).sum(-1).mean(-1)
+    return np.where(bad, np.inf, cost)
 
 
 def goal_image_cost(frames: np.ndarray, goal_image: np.ndarray, last_step_weight: float = 10.0) -> np.ndarray:
