@@ -520,12 +520,40 @@ def _add_broker(sub: argparse._SubParsersAction) -> None:
         help="largest inbound frame; larger ones drop the sender (default 1 GiB; -1 no limit)",
     )
     p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=128 << 20,
+        metavar="BYTES",
+        help="largest request body (all its frames); larger ones get a 'too_large' error (default 128 MiB)",
+    )
+    p.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=1 << 30,
+        metavar="BYTES",
+        help="request bodies the broker may hold, queued or at workers; beyond, 'overloaded' errors (default 1 GiB)",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="longest a worker may hold a request (one inference, queueing in the worker included); then it is "
+        "queued again once for another worker, or answered with an 'expired' error (default 120)",
+    )
+    p.add_argument(
         "--curve-secret", metavar="FILE", help="enable CURVE: the broker's NAME.key_secret (imagine-ros keygen)"
     )
     p.add_argument(
         "--curve-allow",
         metavar="DIR",
         help="with --curve-secret: folder of allowed client/worker public keys (*.key); default: any key",
+    )
+    p.add_argument(
+        "--curve-workers",
+        metavar="DIR",
+        help="with --curve-secret: folder of the public keys (*.key) that may register as workers (they are "
+        "admitted as clients too); default: any admitted key may",
     )
     _serving_common(p, worker=False)
     p.set_defaults(func=_cli_broker)
@@ -538,9 +566,13 @@ def _cli_broker(args: argparse.Namespace) -> int:
     from imagine_ros.serving.curve import CurveServerKeys
 
     _serving_logging(args)
-    if args.curve_allow and not args.curve_secret:
-        raise ConfigError("--curve-allow needs --curve-secret")
-    curve = CurveServerKeys.from_files(args.curve_secret, args.curve_allow) if args.curve_secret else None
+    if (args.curve_allow or args.curve_workers) and not args.curve_secret:
+        raise ConfigError("--curve-allow and --curve-workers need --curve-secret")
+    curve = (
+        CurveServerKeys.from_files(args.curve_secret, args.curve_allow, args.curve_workers)
+        if args.curve_secret
+        else None
+    )
     try:
         broker = Broker(
             args.bind,
@@ -549,6 +581,9 @@ def _cli_broker(args: argparse.Namespace) -> int:
             request_timeout=args.request_timeout,
             worker_credit=args.worker_credit,
             max_message_size=args.max_message_size,
+            max_request_bytes=args.max_request_bytes,
+            max_queued_bytes=args.max_queued_bytes,
+            worker_timeout=args.worker_timeout,
             curve=curve,
         )
     except ValueError as e:
@@ -588,6 +623,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="BYTES",
         help="largest inbound request frame (default 64 MiB; -1 no limit)",
     )
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=128 << 20,
+        metavar="BYTES",
+        help="largest request body (all its frames); larger ones get a 'too_large' error (default 128 MiB)",
+    )
     p.add_argument("--curve-secret", metavar="FILE", help="enable CURVE: this worker's NAME.key_secret")
     p.add_argument("--curve-server-key", metavar="FILE", help="with --curve-secret: the broker's public NAME.key")
     _serving_common(p, worker=True)
@@ -624,6 +666,7 @@ def _cli_serve(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat,
             liveness=args.liveness,
             max_message_size=args.max_message_size,
+            max_request_bytes=args.max_request_bytes,
             curve=curve,
         )
     except ValueError as e:

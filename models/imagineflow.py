@@ -206,6 +206,9 @@ class ImagineFlowConfig(MethodConfig):
     tv_weight: float = 0.01
     mask_weight: float = 0.1
     mask_temperature: float = 0.25  # pixels: soft mask sigmoid((threshold - delta) / T) of the anti-collapse term
+    # not in the paper (0 = its unsupervised training): weight of an L1 term pulling the chosen steps' flows towards
+    # OpenCV DIS flows of the training clip (pseudo-labels, computed in the step); see the step's docstring
+    flow_supervision: float = 0.0
     # training: time steps per clip that are upsampled, warped, tested, synthesised and scored (0: all T)
     loss_steps: int = 2
     # perceptual term: "" = the ssim_l1 substitute; a path = VGG-19 features weights (models/perceptual.py)
@@ -281,7 +284,7 @@ class ImagineFlowConfig(MethodConfig):
         _number("mask_temperature", self.mask_temperature, positive=True)
         for name in ("beta", "bivc_weight", "cc_weight", "pp_weight", "perceptual_weight", "kl_weight"):
             _number(name, getattr(self, name))
-        for name in ("tv_weight", "mask_weight"):
+        for name in ("tv_weight", "mask_weight", "flow_supervision"):
             _number(name, getattr(self, name))
         known = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
         layers = self.perceptual_layers

@@ -505,3 +505,41 @@ def test_flow_eval_cli_on_a_checkpoint(push_root, tmp_path, capsys):
     rows = json.loads((tmp_path / "out" / "flow_epe.json").read_text())
     assert rows[0]["method"] == "imagineflow" and rows[0]["pairs"] > 0 and np.isfinite(rows[0]["epe_best"])
     assert (tmp_path / "gif" / "if_flows.gif").stat().st_size > 0
+
+
+def test_flow_supervision_pulls_flows_towards_dis_of_the_clip():
+    """The optional pseudo-label term: zero for flows equal to DIS flows of the pair, the shift's size for zero flows,
+    and training with it makes a tiny model's flows follow a translating clip."""
+    rng = np.random.default_rng(0)
+    base = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 24, 24)).astype(np.float32))
+    base = F.avg_pool2d(base, 3, 1, 1)  # some texture DIS can follow
+    x0 = base[..., 2:18, 2:18].repeat(4, 1, 1, 1)
+    future = torch.stack([base[..., 2:18, 2 - k : 18 - k] for k in (1, 2, 2)], 1).repeat(4, 1, 1, 1, 1)  # moves right
+    batch = {"x0": x0, "future": future, "condition": torch.zeros(4, 3)}
+    from imagine_ros.training.trainer import TrainConfig
+
+    def flow_error(steps: int) -> float:
+        torch.manual_seed(0)
+        model = tiny(flow_supervision=1.0)
+        step = ImagineFlowStep(model, TrainConfig(method="imagineflow", data="unused", out="unused", preset="tiny"))
+        opt = step.optimizers()["model"]
+        for i in range(steps):
+            loss, logs = step.loss("model", batch, model, i)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out = model(x0, future, batch["condition"], loss_steps=0)
+        centre = out["flow_f"][:, :, 4:12, 4:12]  # (K, 2, ...) away from the border
+        want = torch.tensor([1.0, 2.0, 2.0]).repeat(4)[:, None, None]
+        return float((centre[:, 0] - want).abs().mean() + centre[:, 1].abs().mean().detach())
+
+    out = {"source": x0[:1], "target": future[:1, 1], "flow_f": None}
+    from imagine_ros.flow import dis_flows
+    from imagine_ros.training.clips import tensor_to_frames
+
+    exact = dis_flows(tensor_to_frames(out["target"])[0], tensor_to_frames(out["source"]))
+    out["flow_b"] = torch.from_numpy(exact).permute(0, 3, 1, 2)
+    assert float(ImagineFlowStep._flow_supervision(out)) < 1e-6
+    out["flow_b"] = torch.zeros_like(out["flow_b"])
+    assert 1.0 < float(ImagineFlowStep._flow_supervision(out)) < 3.0  # about the 2 px shift
+    assert flow_error(60) < 0.25 * flow_error(0)

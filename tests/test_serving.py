@@ -19,11 +19,12 @@ import zmq
 
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import save_checkpoint
+from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import Predictor
 from imagine_ros.serving import codec
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.broker import Broker
-from imagine_ros.serving.client import MDPClient, RemoteError, RemotePredictor, ServiceUnavailable
+from imagine_ros.serving.client import ClientClosed, MDPClient, RemoteError, RemotePredictor, ServiceUnavailable
 from imagine_ros.serving.curve import CurveClientKeys, CurveServerKeys
 from imagine_ros.serving.worker import Worker
 
@@ -455,6 +456,319 @@ def test_client_gives_up_with_a_clear_error_and_expired_requests_raise():
     ctx.destroy(0)
 
 
+# ------------------------------------------------------------------------------------------- limits and failures
+class _ComputeDeath(BaseException):
+    """Not an ``Exception``: nothing in the worker's compute thread catches it as a failed prediction."""
+
+
+class _FakePredictor:
+    """8x8 images, horizon 2, no condition, zeros out; records each call's output pixels. ``delay``: seconds per
+    call; ``gate``: an Event each call waits for (a wedged model until it is set); ``die``: raise _ComputeDeath;
+    ``size``: the output's H = W (a big reply)."""
+
+    method, image_size, horizon, condition_dim = "fake", 8, 2, 0
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None, die: bool = False, size: int = 8):
+        self.delay, self.gate, self.die, self.size = delay, gate, die, size
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+
+    def predict(self, images, conditions, num_samples, seed=None):
+        b, s = len(images), self.size
+        self.calls.append(b * num_samples * self.horizon * 8 * 8)
+        self.entered.set()
+        if self.die:
+            raise _ComputeDeath("the compute thread dies")
+        if self.gate is not None:
+            self.gate.wait(10)
+        time.sleep(self.delay)
+        return Prediction(
+            np.zeros((b, num_samples, self.horizon, s, s, 3), np.uint8),
+            np.zeros((b, num_samples, self.horizon, s, s, 2), np.float32),
+            "native",
+            "fake",
+        )
+
+
+FAKE_BODY = codec.encode_predict(np.zeros((1, 8, 8, 3), np.uint8), None, 1, None)
+
+
+def _workers_of(broker: Broker, service: str = "fake") -> list[int] | None:
+    return broker.stats()["services"].get(service, {}).get("workers")
+
+
+def test_broker_refuses_oversized_requests_and_caps_the_bytes_it_holds():
+    mib = 1 << 20
+    ctx = zmq.Context()
+    with running_broker(max_request_bytes=mib, max_queued_bytes=3 * mib, request_timeout=10) as broker:
+        c = dealer(ctx, broker.endpoint)
+
+        def error(*body) -> dict:
+            c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", *body])
+            reply = recv(c)
+            assert reply is not None and reply[:3] == [mdp.MDPC, mdp.C_FINAL, b"svc"], reply
+            err = codec.decode_reply(reply[3:])
+            assert err.type == "error"
+            return err.fields
+
+        # frames are each far below ZeroMQ's per-frame limit, but there are too many of them, or too many bytes
+        e = error(*[b"x"] * (codec.MAX_ARRAYS + 2))
+        assert e["code"] == "too_large" and f"{codec.MAX_ARRAYS + 2} body frames" in e["message"], e
+        e = error(b"x" * (mib // 2), b"x" * (mib // 2 + 1))
+        assert e["code"] == "too_large" and f"{mib + 1} body bytes" in e["message"], e
+        # requests within the limits wait for a worker, but the broker holds at most 3 MiB of bodies
+        part = b"q" * (mib - 100)
+        for i in range(3):
+            c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", bytes([i]), part])
+        e = error(b"\x09", part)
+        assert e["code"] == "overloaded" and "holds" in e["message"], e
+        stats = broker.stats()
+        assert stats["held_bytes"] == 3 * (mib - 99) and stats["services"]["svc"]["queued"] == 3, stats
+        # requests handed to a worker still count until they are answered
+        w = dealer(ctx, broker.endpoint)
+        w.send_multipart([mdp.MDPW, mdp.W_READY, b"svc"])
+        held = [recv(w) for _ in range(3)]
+        assert [h[1] for h in held] == [mdp.W_REQUEST] * 3 and [h[4] for h in held] == [b"\x00", b"\x01", b"\x02"]
+        assert error(b"\x09", part)["code"] == "overloaded"
+        for h in held:
+            w.send_multipart([mdp.MDPW, mdp.W_FINAL, h[2], b"", b"done"])
+            assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"svc", b"done"]
+        stats = broker.stats()
+        assert stats["held_bytes"] == 0 and stats["too_large"] == 2 and stats["overloaded"] == 2, stats
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", b"\x09", part])  # room again
+        assert recv(w)[4] == b"\x09"
+    ctx.destroy(0)
+
+
+def test_worker_refuses_too_many_frames_or_bytes_before_decoding(copy_predictor):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    with running_worker(copy_predictor, f"tcp://127.0.0.1:{port}", liveness=10, max_request_bytes=4096) as worker:
+        ident = recv(router)[0]
+
+        def ask(body: list) -> codec.Body:
+            router.send_multipart([ident, mdp.MDPW, mdp.W_REQUEST, b"c", b"", *body])
+            return codec.decode_reply(recv(router)[5:])
+
+        too_many = [*codec.encode_predict(images(1), None, 1, 0), *[b""] * codec.MAX_ARRAYS]
+        r = ask(too_many)
+        assert r.type == "error" and r.fields["code"] == "too_large" and "body frames" in r.fields["message"]
+        r = ask(codec.encode_predict(images(6), None, 1, 0))  # 4608 bytes of images
+        assert r.type == "error" and r.fields["code"] == "too_large" and "body bytes" in r.fields["message"]
+        assert ask(codec.encode_predict(images(1), None, 1, 0)).type == "prediction"
+        assert worker.counters["errors"] == 2
+    ctx.destroy(0)
+
+
+def test_batches_stay_within_the_pixel_budget():
+    fake = _FakePredictor(delay=0.1)
+    per_request = 1 * 2 * fake.horizon * 8 * 8  # one image, 2 samples
+    with (
+        running_broker() as broker,
+        running_worker(fake, broker.endpoint, max_pixels=2 * per_request, max_wait_ms=50),
+        RemotePredictor(broker.endpoint, "fake", timeout=10) as remote,
+    ):
+        remote.info()
+        barrier = threading.Barrier(8)
+        errors: list[Exception] = []
+
+        def call() -> None:
+            barrier.wait()
+            try:
+                remote.predict(np.zeros((1, 8, 8, 3), np.uint8), None, num_samples=2)
+            except Exception as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert errors == [] and sum(fake.calls) == 8 * per_request
+        assert max(fake.calls) == 2 * per_request, fake.calls  # batched, never over the budget (max_batch is 8)
+        with pytest.raises(RemoteError, match="over the pixel budget"):  # one request over it: refused as before
+            remote.predict(np.zeros((1, 8, 8, 3), np.uint8), None, num_samples=5)
+
+
+def test_broker_takes_back_what_a_worker_holds_past_the_worker_timeout_and_drops_its_late_reply():
+    ctx = zmq.Context()
+    with running_broker(heartbeat_interval=1.0, liveness=10, worker_timeout=0.3) as broker:
+        ep = broker.endpoint
+        a, b, c = dealer(ctx, ep), dealer(ctx, ep), dealer(ctx, ep)
+        a.send_multipart([mdp.MDPW, mdp.W_READY, b"svc"])
+        wait_until(lambda: _workers_of(broker, "svc") == [0], 2, "registration")
+        b.send_multipart([mdp.MDPW, mdp.W_READY, b"svc"])
+        wait_until(lambda: _workers_of(broker, "svc") == [0, 0], 2, "registration")
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", b"r1"])
+        a1 = recv(a)
+        t0 = time.monotonic()
+        b1 = recv(b)  # a does not answer in time: r1 goes to the other worker
+        assert a1[-1] == b1[-1] == b"r1" and time.monotonic() - t0 >= 0.25
+        b.send_multipart([mdp.MDPW, mdp.W_FINAL, b1[2], b"", b"b:r1"])
+        assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"svc", b"b:r1"]
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", b"r2"])
+        a2 = recv(a)  # the least busy worker that waited longest
+        assert a2[-1] == b"r2"
+        a.send_multipart([mdp.MDPW, mdp.W_FINAL, a1[2], b"", b"a:r1, late"])  # dropped: a does not hold r1 any more
+        a.send_multipart([mdp.MDPW, mdp.W_FINAL, a2[2], b"", b"a:r2"])
+        assert recv(c) == [mdp.MDPC, mdp.C_FINAL, b"svc", b"a:r2"]  # (not the late r1 reply of the same client)
+        # nobody answers: taken back from one worker, then from the other, then an 'expired' error
+        c.send_multipart([mdp.MDPC, mdp.C_REQUEST, b"svc", b"r3"])
+        t0 = time.monotonic()
+        reply = recv(c, timeout=3)
+        elapsed = time.monotonic() - t0
+        assert reply[:3] == [mdp.MDPC, mdp.C_FINAL, b"svc"] and 0.55 <= elapsed < 2, elapsed
+        err = codec.decode_reply(reply[3:]).fields
+        assert err["code"] == "expired" and "worker timeout of 0.3 s" in err["message"], err
+        assert recv(a)[-1] == recv(b)[-1] == b"r3"
+        stats = broker.stats()
+        assert stats["worker_timeouts"] == 3 and stats["requeued"] == 2 and stats["dropped"] == 1, stats
+        assert stats["held_bytes"] == 0
+    ctx.destroy(0)
+
+
+def test_a_wedged_worker_does_not_hold_a_request_forever():
+    gate = threading.Event()  # the wedged model returns once it is set
+    wedged, healthy = _FakePredictor(gate=gate), _FakePredictor()
+    with running_broker(worker_timeout=0.5) as broker, running_worker(wedged, broker.endpoint):
+        client = MDPClient(broker.endpoint, timeout=5, retries=0)
+        try:
+            wait_until(lambda: _workers_of(broker) == [0], 3, "registration")
+            result: dict[str, list] = {}
+            t = threading.Thread(target=lambda: result.update(reply=client.request("fake", FAKE_BODY)))
+            t0 = time.monotonic()
+            t.start()
+            wait_until(wedged.entered.is_set, 3, "the request to reach the wedged worker")
+            with running_worker(healthy, broker.endpoint):
+                t.join(5)
+                elapsed = time.monotonic() - t0
+            assert "reply" in result and codec.decode_reply(result["reply"]).type == "prediction"
+            assert healthy.calls == [128] and 0.5 <= elapsed < 3, elapsed  # taken back, answered by the other one
+            stats = broker.stats()
+            assert stats["worker_timeouts"] == 1 and stats["requeued"] == 1, stats
+        finally:
+            gate.set()
+        wait_until(lambda: broker.stats()["dropped"] == 1, 5, "the late reply, dropped")
+        client.close()
+
+
+def test_a_worker_whose_compute_thread_dies_disconnects_and_its_requests_are_served_elsewhere():
+    dying = _FakePredictor(die=True)
+    with running_broker() as broker:  # the default worker timeout (120 s): only the worker itself can tell
+        with running_worker(dying, broker.endpoint) as worker:
+            wait_until(lambda: _workers_of(broker) == [0], 3, "registration")
+            client = MDPClient(broker.endpoint, timeout=10, retries=0)
+            result: dict[str, list] = {}
+            t = threading.Thread(target=lambda: result.update(reply=client.request("fake", FAKE_BODY)))
+            t0 = time.monotonic()
+            t.start()
+            wait_until(lambda: not worker.alive, 3, "the compute thread to die")
+            wait_until(lambda: _workers_of(broker) == [], 3, "the broker to drop the worker")
+            assert not any(th.is_alive() for th in worker._threads)  # the I/O thread stopped too (no heartbeats)
+            stats = broker.stats()
+            # it said DISCONNECT (not found silent) and the broker queued what it held again
+            assert stats["workers_expired"] == 0 and stats["requeued"] == 1, stats
+            with running_worker(_FakePredictor(), broker.endpoint):
+                t.join(5)
+            assert codec.decode_reply(result["reply"]).type == "prediction" and time.monotonic() - t0 < 5
+            client.close()
+
+
+def test_worker_stop_gets_its_disconnect_out_behind_a_big_reply():
+    """The broker's receive queue is full (it reads nothing for a while), so the worker's last reply and its
+    DISCONNECT are still in the worker's send queue when it stops: they must get out once the broker reads."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.rcvhwm = 1
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    worker = Worker(
+        _FakePredictor(size=1024), f"tcp://127.0.0.1:{port}", heartbeat_interval=HB, liveness=50, max_message_size=-1
+    ).start()
+    try:
+        ident = recv(router)[0]
+        time.sleep(4 * HB)  # unread heartbeats fill the router's queue: it stops reading from the connection
+        router.send_multipart([ident, mdp.MDPW, mdp.W_REQUEST, b"c", b"", *FAKE_BODY])  # a 23 MB reply
+        wait_until(lambda: worker.counters["replies"] == 1, 5, "the reply")
+    finally:
+        stopping = threading.Thread(target=worker.stop)
+        stopping.start()
+    time.sleep(0.2)  # the worker has closed its socket by now
+    commands, deadline = [], time.monotonic() + 3
+    while mdp.W_DISCONNECT not in commands and time.monotonic() < deadline:
+        if router.poll(100):
+            commands.append(router.recv_multipart(copy=False)[2].bytes)
+    stopping.join(5)
+    assert commands[-2:] == [mdp.W_FINAL, mdp.W_DISCONNECT], commands
+    ctx.destroy(0)
+
+
+class _InterruptedSocket(zmq.Socket):
+    """A socket whose next poll, while ``_INTERRUPT`` holds an Event, waits for the Event and raises
+    KeyboardInterrupt (Ctrl-C during the wait for a reply)."""
+
+    def poll(self, timeout=None, flags=zmq.POLLIN):
+        if _INTERRUPT:
+            _INTERRUPT.pop().wait(5)
+            raise KeyboardInterrupt
+        return super().poll(timeout, flags)
+
+
+_INTERRUPT: list[threading.Event] = []
+
+
+class _InterruptedContext(zmq.Context):
+    _socket_class = _InterruptedSocket
+
+
+def test_client_drops_its_socket_when_a_call_fails_and_refuses_calls_once_closed():
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    seen: dict[bytes, bytes] = {}
+    first_seen = threading.Event()
+
+    def fake_broker() -> None:  # holds back the answer to "first"; sends it late, just before answering "second"
+        for _ in range(2):
+            ident, *msg = recv(router, timeout=5)
+            seen[msg[-1]] = ident
+            if msg[-1] == b"first":
+                first_seen.set()
+            else:
+                router.send_multipart([seen[b"first"], mdp.MDPC, mdp.C_FINAL, b"svc", b"late answer to first"])
+                time.sleep(0.1)
+                router.send_multipart([ident, mdp.MDPC, mdp.C_FINAL, b"svc", b"answer to second"])
+
+    broker = threading.Thread(target=fake_broker)
+    broker.start()
+    client = MDPClient(f"tcp://127.0.0.1:{port}", timeout=5, retries=0, context=_InterruptedContext())
+    _INTERRUPT.append(first_seen)  # interrupted once the request has reached the broker
+    with pytest.raises(KeyboardInterrupt):
+        client.request("svc", [b"first"])
+    assert [f.bytes for f in client.request("svc", [b"second"])] == [b"answer to second"]
+    broker.join(5)
+    assert seen[b"first"] != seen[b"second"]  # a fresh socket after the interrupted call
+    client.close()
+    client.close()  # twice is fine
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            client.request("svc", [b"third"])
+        except Exception as e:
+            errors.append(e)
+
+    call()  # this thread had a socket
+    other = threading.Thread(target=call)  # another thread never had one
+    other.start()
+    other.join(5)
+    assert len(errors) == 2 and all(isinstance(e, ClientClosed) and "is closed" in str(e) for e in errors), errors
+    ctx.destroy(0)
+
+
 # ---------------------------------------------------------------------------------------------------------- fuzzing
 def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
     frames = list(frames)
@@ -608,6 +922,48 @@ def test_curve_serves_allowed_keys_only(tmp_path, copy_predictor):
                         bad.predict(img)
                     assert bad.client.attempts == 2, what
             assert broker.stats()["requests"] == 2  # only the allowed client's info + predict got through
+
+
+def test_curve_worker_allowlist_refuses_other_keys_as_workers(tmp_path, copy_predictor):
+    from imagine_ros.cli import main
+
+    keys, allowed, workers = tmp_path / "keys", tmp_path / "allowed", tmp_path / "workers"
+    for name in ["broker", "gpu", "robot"]:
+        assert main(["keygen", "--dir", str(keys), "--name", name]) == 0
+    allowed.mkdir()
+    workers.mkdir()
+    (allowed / "robot.key").write_bytes((keys / "robot.key").read_bytes())
+    (workers / "gpu.key").write_bytes((keys / "gpu.key").read_bytes())  # admitted by the handshake too
+    server = CurveServerKeys.from_files(keys / "broker.key_secret", allowed, workers)
+    robot = CurveClientKeys.from_files(keys / "robot.key_secret", keys / "broker.key")
+    gpu = CurveClientKeys.from_files(keys / "gpu.key_secret", keys / "broker.key")
+    ctx = zmq.Context()
+    with running_broker(curve=server) as broker:
+        ep = broker.endpoint
+        rogue = ctx.socket(zmq.DEALER)  # a client key posing as a worker of the real service
+        rogue.linger = 0
+        robot.apply(rogue)
+        rogue.connect(ep)
+        rogue.send_multipart([mdp.MDPW, mdp.W_READY, b"copy_last"])
+        assert recv(rogue) == [mdp.MDPW, mdp.W_DISCONNECT]
+        rogue.send_multipart([mdp.MDPW, mdp.W_HEARTBEAT])
+        assert recv(rogue) == [mdp.MDPW, mdp.W_DISCONNECT]
+        with running_worker(copy_predictor, ep, curve=robot) as refused_worker:  # a real worker with a client key
+            wait_until(lambda: refused_worker.counters["reconnects"] >= 1, 3, "the refused worker to reconnect")
+            assert _workers_of(broker, "copy_last") is None
+            with RemotePredictor(ep, "copy_last", timeout=5, curve=robot) as remote:
+                result: dict[str, object] = {}
+                t = threading.Thread(target=lambda: result.update(pred=remote.predict(images(1))))
+                t.start()
+                assert recv(rogue, timeout=0.3) is None  # the queued request is not given to the rogue ...
+                with running_worker(copy_predictor, ep, curve=gpu):  # ... but to the allowed worker
+                    t.join(5)
+                np.testing.assert_array_equal(result["pred"].frames[0, 0, 0], images(1)[0])
+            assert refused_worker.counters["requests"] == 0 and refused_worker.counters["reconnects"] < 20
+        assert recv(rogue, timeout=0.1) is None
+        stats = broker.stats()
+        assert stats["workers_refused"] >= 3 and stats["requests"] == 2, stats  # info + predict of the robot
+    ctx.destroy(0)
 
 
 # ------------------------------------------------------------------------------------------------------- launch file

@@ -22,6 +22,7 @@ _EXPORTS = {
     "RemotePredictor": "client",
     "RemoteError": "client",
     "ServiceUnavailable": "client",
+    "ClientClosed": "client",
     "LocalCluster": "cluster",
     "ClusterError": "cluster",
     "CurveClientKeys": "curve",

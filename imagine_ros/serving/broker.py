@@ -6,6 +6,18 @@
 - Heartbeats per RFC 18: the broker sends HEARTBEAT to every worker each ``heartbeat_interval``; a worker that sent
   nothing for ``liveness`` intervals is dead. Requests a dead (or disconnecting) worker was holding are queued again
   once (workers are idempotent); clients retry anyway.
+- A request handed to a worker must be answered within ``worker_timeout`` seconds (the longest one inference may
+  take, waiting behind the worker's other requests included). Otherwise it is taken back from that worker and queued
+  again once, for another worker; the second time it is answered with an ``expired`` error. A late reply of the
+  worker is dropped: each hand-over gets its own token in the client-address frame, so a late reply can never be
+  taken for the answer to a later request of the same client.
+- Memory: ZeroMQ's ``max_message_size`` limits each frame only, so a request is also refused (error ``too_large``)
+  when it has more than ``codec.MAX_ARRAYS + 1`` body frames or more than ``max_request_bytes`` body bytes, and new
+  requests are refused (error ``overloaded``) while the bodies the broker holds (queued and handed to workers) would
+  exceed ``max_queued_bytes`` or more than ``max_queued`` requests wait.
+- With CURVE and a worker key folder (``CurveServerKeys.workers_dir``), only those keys may register as workers:
+  worker-protocol messages from any other key (the ZAP ``User-Id`` of the received frame) get DISCONNECT and are
+  otherwise ignored.
 - A worker may hold up to ``worker_credit`` requests at once so that it can batch them into one forward pass
   (``worker_credit=1`` is the classic one-request-at-a-time Majordomo broker). The frames on the wire are RFC 18's.
 - Protocol violations by a worker (a command out of order, unknown command, malformed frames, a command from a
@@ -20,6 +32,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
+import struct
 import threading
 import time
 from collections import deque
@@ -38,7 +52,11 @@ DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request may wait for a worker
 DEFAULT_WORKER_CREDIT = 16  # requests a worker may hold at once (2 x the default max_batch of a worker)
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 30  # bytes per inbound frame (replies of large batches pass through the broker too)
 DEFAULT_MAX_QUEUED = 10_000  # requests waiting for a worker, all services together
-MAX_REQUEUE = 1  # a request whose worker died is queued again this many times, then answered with an error
+DEFAULT_MAX_REQUEST_BYTES = 128 << 20  # body bytes of one request
+DEFAULT_MAX_QUEUED_BYTES = 1 << 30  # body bytes of every request the broker holds (queued or handed to a worker)
+DEFAULT_WORKER_TIMEOUT = 120.0  # seconds a worker may hold a request before it is taken back
+MAX_REQUEUE = 1  # a request whose worker died or timed out is queued again this many times, then answered with an error
+MAX_BODY_FRAMES = codec.MAX_ARRAYS + 1  # a header frame and at most MAX_ARRAYS array frames
 _POLL_S = 0.05  # longest wait before the loop looks at its stop flag and timers
 
 
@@ -47,8 +65,12 @@ class _Request:
     client: bytes
     service: bytes
     body: list[Any]
-    deadline: float
+    deadline: float  # while queued: when it expires
+    nbytes: int = 0  # body bytes, counted in Broker._held_bytes until the request is answered
     requeued: int = 0
+    token: bytes = b""  # the client address the worker holding it was given (unique per hand-over)
+    worker_deadline: float = math.inf  # while a worker holds it: when it is taken back
+    avoid: bytes | None = None  # the worker that timed out on it: the requeued request goes to another one
 
 
 @dataclass
@@ -79,7 +101,10 @@ class Broker:
     heartbeat_interval: seconds between heartbeats; liveness: missed intervals before a worker is dead.
     request_timeout: seconds a request waits for a worker of its service before an ``expired`` error reply.
     worker_credit: requests one worker may hold at once (its batching window); max_message_size: bytes per inbound
-    frame (-1: no limit; a peer that sends more is disconnected by ZeroMQ); curve: CURVE server keys or None.
+    frame (-1: no limit; a peer that sends more is disconnected by ZeroMQ); max_queued: requests waiting for a worker;
+    max_request_bytes: body bytes of one request (more: ``too_large``); max_queued_bytes: body bytes of all requests
+    held, queued or handed to workers (more: ``overloaded``); worker_timeout: seconds a worker may hold a request
+    (see the module docstring); curve: CURVE server keys or None (with ``workers_dir``: the worker allowlist).
     """
 
     def __init__(
@@ -92,6 +117,9 @@ class Broker:
         worker_credit: int = DEFAULT_WORKER_CREDIT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
         curve: CurveServerKeys | None = None,
         context: zmq.Context | None = None,
     ):
@@ -100,6 +128,11 @@ class Broker:
                 "heartbeat_interval and request_timeout must be > 0, liveness and worker_credit >= 1; got "
                 f"{heartbeat_interval}, {request_timeout}, {liveness}, {worker_credit}"
             )
+        if worker_timeout <= 0 or max_request_bytes < 1 or max_queued_bytes < 1:
+            raise ValueError(
+                "worker_timeout must be > 0, max_request_bytes and max_queued_bytes >= 1; got "
+                f"{worker_timeout}, {max_request_bytes}, {max_queued_bytes}"
+            )
         self.bind_address = bind
         self.heartbeat_interval = float(heartbeat_interval)
         self.liveness = int(liveness)
@@ -107,7 +140,11 @@ class Broker:
         self.worker_credit = int(worker_credit)
         self.max_message_size = int(max_message_size)
         self.max_queued = int(max_queued)
+        self.max_request_bytes = int(max_request_bytes)
+        self.max_queued_bytes = int(max_queued_bytes)
+        self.worker_timeout = float(worker_timeout)
         self.curve = curve
+        self._worker_keys = curve.worker_keys() if curve is not None else None
         self._own_context = context is None
         self.context = context or zmq.Context()
         self.endpoint: str | None = None
@@ -120,8 +157,23 @@ class Broker:
         self._workers: dict[bytes, _Worker] = {}
         self._order = itertools.count()
         self._queued = 0
+        self._held_bytes = 0
+        self._tokens = itertools.count(1)
         self.counters = dict.fromkeys(
-            ("requests", "replies", "expired", "requeued", "dropped", "disconnects_sent", "workers_expired"), 0
+            (
+                "requests",
+                "replies",
+                "expired",
+                "requeued",
+                "dropped",
+                "disconnects_sent",
+                "workers_expired",
+                "worker_timeouts",
+                "too_large",
+                "overloaded",
+                "workers_refused",
+            ),
+            0,
         )
 
     # ------------------------------------------------------------------------------------------------- lifecycle
@@ -201,6 +253,7 @@ class Broker:
     def _stats(self) -> dict[str, Any]:
         return {
             **self.counters,
+            "held_bytes": self._held_bytes,
             "services": {
                 s.name.decode(): {"workers": [len(w.inflight) for w in s.workers], "queued": len(s.requests)}
                 for s in self._services.values()
@@ -231,6 +284,7 @@ class Broker:
                             self._send(w.identity, mdp.worker_heartbeat())
                         heartbeat_at = now + self.heartbeat_interval
                     self._purge_workers(now)
+                    self._expire_inflight(now)
                     self._expire_requests(now)
             except zmq.ContextTerminated:
                 return
@@ -253,6 +307,9 @@ class Broker:
             if header == mdp.MDPC:
                 self._client_message(sender, frames[1:])
             elif header == mdp.MDPW:
+                if self._worker_keys is not None and not self._worker_allowed(frames[1]):
+                    self._refuse_worker(sender, frames[1:])
+                    return
                 self._worker_message(sender, frames[1:])
             else:
                 self.counters["dropped"] += 1
@@ -274,21 +331,51 @@ class Broker:
             log.debug("dropped a malformed client message from %r", sender)
             return
         self.counters["requests"] += 1
+        if len(msg.body) > MAX_BODY_FRAMES:
+            self._refuse(
+                sender, msg.service, "too_large", f"request of {len(msg.body)} body frames (at most {MAX_BODY_FRAMES})"
+            )
+            return
+        nbytes = sum(len(f) for f in msg.body)
+        if nbytes > self.max_request_bytes:
+            self._refuse(
+                sender,
+                msg.service,
+                "too_large",
+                f"request of {nbytes} body bytes is over the broker's limit of {self.max_request_bytes} bytes",
+            )
+            return
         if msg.service.startswith(mdp.MMI_PREFIX.encode()):
             self._mmi(sender, msg.service, msg.body)
             return
         if self._queued >= self.max_queued:
-            self._send(
+            self._refuse(sender, msg.service, "overloaded", f"broker queue full ({self.max_queued} requests)")
+            return
+        if self._held_bytes + nbytes > self.max_queued_bytes:
+            self._refuse(
                 sender,
-                mdp.client_final(
-                    msg.service, codec.encode_error("overloaded", f"broker queue full ({self.max_queued} requests)")
-                ),
+                msg.service,
+                "overloaded",
+                f"broker full: it holds {self._held_bytes} bytes of requests, {nbytes} more would exceed its limit of "
+                f"{self.max_queued_bytes} bytes",
             )
             return
         service = self._service(msg.service)
-        service.requests.append(_Request(sender, msg.service, msg.body, time.monotonic() + self.request_timeout))
+        req = _Request(sender, msg.service, msg.body, time.monotonic() + self.request_timeout, nbytes)
+        service.requests.append(req)
         self._queued += 1
+        self._held_bytes += nbytes
         self._dispatch(service)
+
+    def _refuse(self, client: bytes, service: bytes, code: str, message: str) -> None:
+        self.counters[code] += 1
+        log.debug("refused a request of %r for %r: %s", client, service, message)
+        self._send(client, mdp.client_final(service, codec.encode_error(code, message)))
+
+    def _answer_error(self, req: _Request, code: str, message: str) -> None:
+        """Answer a held request with an error and forget it."""
+        self._send(req.client, mdp.client_final(req.service, codec.encode_error(code, message)))
+        self._held_bytes -= req.nbytes
 
     def _mmi(self, sender: bytes, name: bytes, body: list) -> None:
         if name == b"mmi.service" and body:
@@ -302,6 +389,25 @@ class Broker:
         self._send(sender, mdp.client_final(name, [code]))
 
     # ---------------------------------------------------------------------------------------------------- workers
+    @staticmethod
+    def _user_id(frame: Any) -> str | None:
+        try:
+            return frame.get("User-Id")  # zmq.Frame: the ZAP User-Id, with CURVE the peer's Z85 public key
+        except Exception:
+            return None
+
+    def _worker_allowed(self, frame: Any) -> bool:
+        return self._user_id(frame) in self._worker_keys
+
+    def _refuse_worker(self, sender: bytes, frames: list) -> None:
+        """A worker-protocol message from a key that may not be a worker: DISCONNECT (not for a DISCONNECT)."""
+        self.counters["workers_refused"] += 1
+        worker = self._workers.get(sender)  # (never registered; removed all the same if it were)
+        if len(frames) > 1 and _short(frames[1]) == mdp.W_DISCONNECT:
+            return
+        log.debug("worker message from key %r, not in the worker allowlist: DISCONNECT", self._user_id(frames[0]))
+        self._disconnect(sender, worker)
+
     def _worker_message(self, sender: bytes, frames: list) -> None:
         command = _short(frames[1]) if len(frames) > 1 else None
         worker = self._workers.get(sender)
@@ -339,15 +445,16 @@ class Broker:
         elif msg.command == mdp.W_HEARTBEAT:
             pass
         elif msg.command in (mdp.W_FINAL, mdp.W_PARTIAL):
-            req = next((r for r in worker.inflight if r.client == msg.client), None)
+            req = next((r for r in worker.inflight if r.token == msg.client), None)
             if req is None:
                 self.counters["dropped"] += 1
-                log.debug("reply from %r for a request it does not hold: dropped", sender)
+                log.debug("reply from %r for a request it does not hold (any more): dropped", sender)
                 return
             cmd = mdp.C_FINAL if msg.command == mdp.W_FINAL else mdp.C_PARTIAL
-            self._send(msg.client, [mdp.MDPC, cmd, worker.service, *msg.body])
+            self._send(req.client, [mdp.MDPC, cmd, worker.service, *msg.body])
             if msg.command == mdp.W_FINAL:
                 worker.inflight.remove(req)
+                self._held_bytes -= req.nbytes
                 worker.order = next(self._order)
                 self.counters["replies"] += 1
                 self._dispatch(self._services[worker.service])
@@ -369,21 +476,50 @@ class Broker:
         if worker in service.workers:
             service.workers.remove(worker)
         for req in reversed(worker.inflight):  # requests it held go back to the front of the queue, once
-            if req.requeued < MAX_REQUEUE:
-                req.requeued += 1
-                req.deadline = time.monotonic() + self.request_timeout
-                service.requests.appendleft(req)
-                self._queued += 1
-                self.counters["requeued"] += 1
-            else:
-                self._send(
-                    req.client,
-                    mdp.client_final(
-                        req.service, codec.encode_error("internal", "workers died twice while handling this request")
-                    ),
-                )
+            self._requeue(service, req, "internal", "workers died twice while handling this request")
         worker.inflight.clear()
         self._dispatch(service)
+
+    def _requeue(self, service: _Service, req: _Request, code: str, message: str) -> None:
+        """Put a request taken back from a worker at the front of the queue, or answer it with an error when it was
+        requeued MAX_REQUEUE times already."""
+        req.worker_deadline = math.inf
+        req.token = b""
+        if req.requeued < MAX_REQUEUE:
+            req.requeued += 1
+            req.deadline = time.monotonic() + self.request_timeout
+            service.requests.appendleft(req)
+            self._queued += 1
+            self.counters["requeued"] += 1
+        else:
+            self._answer_error(req, code, message)
+
+    def _expire_inflight(self, now: float) -> None:
+        """Take back the requests that workers hold longer than ``worker_timeout``."""
+        for w in list(self._workers.values()):
+            late = [r for r in w.inflight if r.worker_deadline < now]
+            if not late:
+                continue
+            service = self._services[w.service]
+            for req in reversed(late):
+                w.inflight.remove(req)
+                self.counters["worker_timeouts"] += 1
+                log.warning(
+                    "worker %r of %r did not answer a request within %.3g s: %s",
+                    w.identity,
+                    w.service,
+                    self.worker_timeout,
+                    "answered with an error" if req.requeued >= MAX_REQUEUE else "queued again for another worker",
+                )
+                req.avoid = w.identity
+                self._requeue(
+                    service,
+                    req,
+                    "expired",
+                    f"no worker of service {w.service.decode()!r} answered the request within the broker's worker "
+                    f"timeout of {self.worker_timeout:g} s (tried {req.requeued + 1} times)",
+                )
+            self._dispatch(service)
 
     def _purge_workers(self, now: float) -> None:
         for w in [w for w in self._workers.values() if w.expiry < now]:
@@ -399,15 +535,24 @@ class Broker:
         return s
 
     def _dispatch(self, service: _Service) -> None:
+        skipped: list[_Request] = []  # requests that may only go to another worker than the free ones
         while service.requests:
             free = [w for w in service.workers if len(w.inflight) < self.worker_credit]
             if not free:
-                return
-            worker = min(free, key=lambda w: (len(w.inflight), w.order))
+                break
             req = service.requests.popleft()
+            if req.avoid is not None:
+                free = [w for w in free if w.identity != req.avoid]
+                if not free:
+                    skipped.append(req)
+                    continue
+            worker = min(free, key=lambda w: (len(w.inflight), w.order))
             self._queued -= 1
+            req.token = struct.pack(">Q", next(self._tokens))
+            req.worker_deadline = time.monotonic() + self.worker_timeout
             worker.inflight.append(req)
-            self._send(worker.identity, mdp.worker_request(req.client, req.body))
+            self._send(worker.identity, mdp.worker_request(req.token, req.body))
+        service.requests.extendleft(reversed(skipped))
 
     def _expire_requests(self, now: float) -> None:
         for name in list(self._services):
@@ -420,7 +565,7 @@ class Broker:
                         msg = (
                             f"no worker of service {name.decode()!r} took the request within {self.request_timeout:g} s"
                         )
-                        self._send(req.client, mdp.client_final(name, codec.encode_error("expired", msg)))
+                        self._answer_error(req, "expired", msg)
                     else:
                         kept.append(req)
                 self._queued -= len(s.requests) - len(kept)

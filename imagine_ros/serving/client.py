@@ -2,12 +2,14 @@
 
 Thread safety: both are safe to share between threads. Each calling thread gets its own DEALER socket (made on its
 first call), so calls from several threads run concurrently and never see each other's replies. :meth:`close`
-closes every thread's socket; call it when no call is running any more.
+closes every thread's socket; call it when no call is running any more. After it, every call from any thread raises
+:class:`ClientClosed`.
 
 Lazy Pirate: a request is sent, and the reply awaited for ``timeout`` seconds; on a timeout the socket is closed
 (LINGER 0) and replaced, and the request sent again, ``retries`` times; then :class:`ServiceUnavailable` is raised.
 A fresh socket has a fresh identity, so a late reply to an abandoned attempt can never be mistaken for the answer
-to a later one. Workers are idempotent, so resending is safe.
+to a later one. Workers are idempotent, so resending is safe. For the same reason a call that ends by an exception
+(KeyboardInterrupt during the wait included) closes its thread's socket: the next call gets a fresh one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ class ServiceUnavailable(ImagineRosError, TimeoutError):
     """No answer after the last retry, or the broker had no worker for the service in time."""
 
 
+class ClientClosed(ImagineRosError, RuntimeError):
+    """A call on a client (or RemotePredictor) after its ``close()``."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(f"this client of {endpoint} is closed")
+
+
 class MDPClient:
     """An MDP/0.2 client of the broker at ``endpoint`` (see the module docstring for retries and threads).
 
@@ -78,11 +87,13 @@ class MDPClient:
         self.timeouts = 0  # attempts that timed out
 
     def _socket(self) -> zmq.Socket:
+        if self._closed:
+            raise ClientClosed(self.endpoint)
         sock = getattr(self._local, "socket", None)
         if sock is None:
             with self._lock:
                 if self._closed:
-                    raise RuntimeError("this client is closed")
+                    raise ClientClosed(self.endpoint)
                 sock = self.context.socket(zmq.DEALER)
                 sock.linger = 0
                 sock.maxmsgsize = self.max_message_size
@@ -96,18 +107,30 @@ class MDPClient:
     def _drop_socket(self) -> None:
         sock = getattr(self._local, "socket", None)
         if sock is not None:
+            self._local.socket = None
             with self._lock:
                 self._sockets.discard(sock)
-            sock.close(0)
-            self._local.socket = None
+                if not sock.closed:
+                    sock.close(0)
 
     def request(self, service: str, body: Sequence[Any], timeout: float | None = None) -> list[zmq.Frame]:
         """Send ``body`` frames to ``service``; the body frames of its FINAL reply (``zmq.Frame`` objects).
 
-        Raises :class:`ServiceUnavailable` when no attempt got an answer within ``timeout`` seconds each."""
+        Raises :class:`ServiceUnavailable` when no attempt got an answer within ``timeout`` seconds each, and
+        :class:`ClientClosed` after :meth:`close`. Whatever exception ends the call, this thread's socket is closed
+        (LINGER 0), so that a late reply cannot be taken for the answer to the next call."""
         timeout = self.timeout if timeout is None else float(timeout)
         name = service.encode("ascii")
         message = mdp.client_request(name, body)
+        try:
+            return self._request(service, name, message, timeout)
+        except BaseException as e:
+            self._drop_socket()
+            if isinstance(e, zmq.ZMQError) and self._closed:  # closed by another thread while this call waited
+                raise ClientClosed(self.endpoint) from None
+            raise
+
+    def _request(self, service: str, name: bytes, message: list, timeout: float) -> list[zmq.Frame]:
         for attempt in range(1 + self.retries):
             sock = self._socket()
             with self._lock:
@@ -131,8 +154,11 @@ class MDPClient:
         )
 
     def close(self) -> None:
-        """Close every thread's socket (and the context if this client made it)."""
+        """Close every thread's socket (and the context if this client made it). Calls after this raise
+        :class:`ClientClosed`; closing twice is fine."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             for s in self._sockets:
                 s.close(0)

@@ -225,18 +225,19 @@ class LocalCluster:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM every process (workers first), SIGKILL what has not ended after ``timeout`` seconds."""
-        procs = [*self.worker_processes, *([self.broker_process] if self.broker_process else [])]
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
+        """SIGTERM every process, workers first (so that their DISCONNECT still reaches the broker), then the broker;
+        SIGKILL what has not ended after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        for group in (self.worker_processes, [self.broker_process] if self.broker_process else []):
+            for p in group:
+                if p.poll() is None:
+                    p.terminate()
+            for p in group:
+                try:
+                    p.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         for f in self._logs:
             f.close()
         self._logs.clear()

@@ -7,6 +7,10 @@ to copy) and ``NAME.key_secret`` (public + secret, keep private) in ZeroMQ's cer
   public keys (``*.key``). A client whose key is not in the folder, that expects another server key, or that does not
   encrypt at all gets no answer (ZeroMQ drops the handshake silently). Without a folder, any client key is accepted
   (encryption without authentication).
+- Optionally a second folder of worker public keys (``--curve-workers``): only a peer whose key is in it may register
+  as a worker (READY); any other peer that speaks the worker protocol gets DISCONNECT and is ignored. Without it, any
+  peer the handshake admits may register as a worker. The keys in it pass the handshake too (they need not be copied
+  to the client folder as well).
 - Clients and workers are CURVE clients (:class:`CurveClientKeys`): their own secret certificate and the broker's
   public key.
 """
@@ -94,26 +98,62 @@ class CurveClientKeys:
         socket.curve_serverkey = self.server_public
 
 
+def load_public_keys(directory: str | os.PathLike) -> frozenset[str]:
+    """The Z85 public keys (as ``str``) of every ``*.key`` certificate in ``directory``."""
+    import zmq.auth
+
+    try:
+        return frozenset(k.decode("ascii") for k in zmq.auth.load_certificates(str(directory)))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read CURVE public keys from {directory}: {e}") from None
+
+
+class _KeySet:
+    """A ``ThreadAuthenticator`` credentials provider that admits a fixed set of Z85 public keys."""
+
+    def __init__(self, keys: frozenset[str]):
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key.decode("ascii", "replace") in self.keys
+
+
+def _key_dir(directory: str | os.PathLike, what: str) -> Path:
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"{what} folder {d} does not exist")
+    if not list(d.glob("*.key")):
+        log.warning("%s folder %s holds no *.key file: nobody will be admitted by it", what, d)
+    return d
+
+
 @dataclass(frozen=True)
 class CurveServerKeys:
-    """The broker's key pair and the folder of allowed client public keys (None: any client key)."""
+    """The broker's key pair, the folder of allowed client public keys (None: any client key) and the folder of
+    public keys allowed to register as workers (None: any peer the handshake admits)."""
 
     public: bytes
     secret: bytes
     allowed_dir: Path | None = None
+    workers_dir: Path | None = None
 
     @classmethod
     def from_files(
-        cls, secret_file: str | os.PathLike, allowed_dir: str | os.PathLike | None = None
+        cls,
+        secret_file: str | os.PathLike,
+        allowed_dir: str | os.PathLike | None = None,
+        workers_dir: str | os.PathLike | None = None,
     ) -> CurveServerKeys:
         public, secret = load_secret(secret_file)
         if allowed_dir is not None:
-            allowed_dir = Path(allowed_dir)
-            if not allowed_dir.is_dir():
-                raise ConfigError(f"allowed public keys folder {allowed_dir} does not exist")
-            if not list(allowed_dir.glob("*.key")):
-                log.warning("allowed public keys folder %s holds no *.key file: no client will be served", allowed_dir)
-        return cls(public, secret, allowed_dir)
+            allowed_dir = _key_dir(allowed_dir, "allowed public keys")
+        if workers_dir is not None:
+            workers_dir = _key_dir(workers_dir, "worker public keys")
+        return cls(public, secret, allowed_dir, workers_dir)
+
+    def worker_keys(self) -> frozenset[str] | None:
+        """The Z85 public keys allowed to register as workers (read now), or None when any key may."""
+        return None if self.workers_dir is None else load_public_keys(self.workers_dir)
 
     def apply(self, socket: zmq.Socket) -> None:
         """Make ``socket`` a CURVE server (before it binds)."""
@@ -123,7 +163,8 @@ class CurveServerKeys:
         socket.curve_server = True
 
     def start_authenticator(self, context: zmq.Context):
-        """A running ``ThreadAuthenticator`` on ``context`` that admits the allowed keys (or any key)."""
+        """A running ``ThreadAuthenticator`` on ``context`` that admits the allowed keys and the worker keys (or any
+        key). It sets every received frame's ``User-Id`` property to the peer's Z85 public key."""
         import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
@@ -131,6 +172,9 @@ class CurveServerKeys:
         auth.start()
         if self.allowed_dir is None:
             auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-        else:
+        elif self.workers_dir is None:
             auth.configure_curve(domain="*", location=str(self.allowed_dir))
+        else:
+            keys = load_public_keys(self.allowed_dir) | load_public_keys(self.workers_dir)
+            auth.configure_curve_callback(domain="*", credentials_provider=_KeySet(keys))
         return auth

@@ -5,16 +5,23 @@ Two threads:
 - the **I/O thread** owns the DEALER socket to the broker: READY, heartbeats every ``heartbeat_interval`` (whatever
   the model is doing), reconnection on a new socket when the broker has been silent for ``liveness`` intervals or sent
   DISCONNECT, decoding and checking requests (a bad request is answered with an error here, at once), ``info``
-  requests, and sending the replies that the compute thread hands back over an inproc PAIR socket;
+  requests, and sending the replies that the compute thread hands back over an inproc PAIR socket. A DISCONNECT that
+  comes right after READY (e.g. a CURVE key the broker does not accept as a worker's) is followed by one heartbeat
+  interval's pause before the next READY. If the compute thread ends (a bug, or an exception that is not an
+  ``Exception``), the I/O thread sends DISCONNECT and stops (no more heartbeats): the broker queues what this worker
+  held again, and :meth:`Worker.run` raises. On stop, the last socket lingers ``STOP_LINGER_MS`` so that its
+  DISCONNECT gets out;
 - the **compute thread** takes checked requests from a queue and runs the model. Requests that arrive together are
   batched into one :meth:`Predictor.predict` call, up to ``max_batch`` images, waiting at most ``max_wait_ms`` for
   more: requests without a seed and with the same ``num_samples`` and the same presence of conditions share a call
   (their results are random either way). A request with a seed always gets its own call, so its result is exactly the
   in-process ``Predictor.predict(..., seed=seed)`` result.
 
-Limits: ``max_message_size`` bytes per inbound frame (ZeroMQ drops a peer that sends more), and a per-request pixel
-budget ``max_pixels`` on the output, ``B * N * T * H * W``: a request above it is refused ("over the pixel budget")
-before the model runs.
+Limits: ``max_message_size`` bytes per inbound frame (ZeroMQ drops a peer that sends more); a request with more than
+``codec.MAX_ARRAYS + 1`` body frames or more than ``max_request_bytes`` body bytes is refused (``too_large``) before it
+is decoded; and a pixel budget ``max_pixels`` on the output, ``B * N * T * H * W``: a request above it is refused
+("over the pixel budget") before the model runs, and requests are batched into one forward pass only while the
+batch's summed output pixels stay within it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ DEFAULT_MAX_BATCH = 8  # images per forward pass
 DEFAULT_MAX_WAIT_MS = 2.0  # longest wait for more requests to fill a batch
 DEFAULT_MAX_PIXELS = 1 << 24  # output pixels per request: B * N * T * H * W
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # bytes per inbound frame (requests)
+DEFAULT_MAX_REQUEST_BYTES = 128 << 20  # body bytes per request
+STOP_LINGER_MS = 500  # how long the last socket may keep sending (the DISCONNECT) after stop
 _POLL_S = 0.05
 _ids = itertools.count()
 
@@ -53,6 +62,7 @@ class _Job:
     generation: int
     request: codec.PredictRequest
     received: float
+    pixels: int  # output pixels B * N * T * H * W
 
 
 class Worker:
@@ -74,13 +84,22 @@ class Worker:
         heartbeat_interval: float = mdp.HEARTBEAT_INTERVAL,
         liveness: int = mdp.HEARTBEAT_LIVENESS,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         curve: CurveClientKeys | None = None,
         context: zmq.Context | None = None,
     ):
-        if max_batch < 1 or max_wait_ms < 0 or max_pixels < 1 or heartbeat_interval <= 0 or liveness < 1:
+        if (
+            max_batch < 1
+            or max_wait_ms < 0
+            or max_pixels < 1
+            or heartbeat_interval <= 0
+            or liveness < 1
+            or max_request_bytes < 1
+        ):
             raise ValueError(
-                f"need max_batch >= 1, max_wait_ms >= 0, max_pixels >= 1, heartbeat_interval > 0, liveness >= 1; got "
-                f"{max_batch}, {max_wait_ms}, {max_pixels}, {heartbeat_interval}, {liveness}"
+                "need max_batch >= 1, max_wait_ms >= 0, max_pixels >= 1, heartbeat_interval > 0, liveness >= 1, "
+                f"max_request_bytes >= 1; got {max_batch}, {max_wait_ms}, {max_pixels}, {heartbeat_interval}, "
+                f"{liveness}, {max_request_bytes}"
             )
         self.predictor = predictor
         self.broker = broker
@@ -93,6 +112,7 @@ class Worker:
         self.heartbeat_interval = float(heartbeat_interval)
         self.liveness = int(liveness)
         self.max_message_size = int(max_message_size)
+        self.max_request_bytes = int(max_request_bytes)
         self.curve = curve
         self._own_context = context is None
         self.context = context or zmq.Context()
@@ -104,6 +124,8 @@ class Worker:
         self._pipe_io: zmq.Socket | None = None
         self._pipe_compute: zmq.Socket | None = None
         self._dealer: zmq.Socket | None = None
+        self._compute_thread: threading.Thread | None = None
+        self._connected_at = 0.0
         self.counters = dict.fromkeys(
             ("requests", "replies", "errors", "batches", "batched_requests", "reconnects", "malformed"), 0
         )
@@ -127,11 +149,14 @@ class Worker:
         self._pipe_compute = self.context.socket(zmq.PAIR)
         self._pipe_compute.linger = 0
         self._pipe_compute.connect(self._pipe_addr)
+        self._compute_thread = threading.Thread(
+            target=self._compute_loop, name=f"mdp-worker-compute-{self.service}", daemon=True
+        )
         self._threads = [
             threading.Thread(target=self._io_loop, name=f"mdp-worker-io-{self.service}", daemon=True),
-            threading.Thread(target=self._compute_loop, name=f"mdp-worker-compute-{self.service}", daemon=True),
+            self._compute_thread,
         ]
-        for t in self._threads:
+        for t in reversed(self._threads):  # the compute thread first: the I/O thread stops when it is not alive
             t.start()
         return self
 
@@ -184,6 +209,7 @@ class Worker:
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._pipe_io, zmq.POLLIN)
         self._generation += 1
+        self._connected_at = time.monotonic()
         self._broker_expiry = time.monotonic() + self.heartbeat_interval * self.liveness
         log.info("worker for %r connected to %s (connection %d)", self.service, self.broker, self._generation)
 
@@ -192,6 +218,13 @@ class Worker:
             self._connect()
             heartbeat_at = time.monotonic() + self.heartbeat_interval
             while not self._stop.is_set():
+                if not self._compute_thread.is_alive():
+                    log.error("the compute thread has ended: sending DISCONNECT to the broker and stopping")
+                    try:
+                        self._drain_replies()  # what it finished before it ended
+                    except zmq.ZMQError:
+                        pass
+                    break
                 wait = max(0.0, min(_POLL_S, heartbeat_at - time.monotonic()))
                 try:
                     events = dict(self._poller.poll(wait * 1000))
@@ -216,9 +249,10 @@ class Worker:
             except zmq.ZMQError:
                 pass
         finally:
-            for s in (self._dealer, self._pipe_io):
-                if s is not None:
-                    s.close(0)
+            if self._dealer is not None:
+                self._dealer.close(STOP_LINGER_MS)  # a short linger, so that the DISCONNECT gets out
+            if self._pipe_io is not None:
+                self._pipe_io.close(0)
             self._dealer = self._pipe_io = None
 
     def _drain_broker(self) -> None:
@@ -238,7 +272,14 @@ class Worker:
             elif msg.command == mdp.W_REQUEST:
                 self._request(msg.client, msg.body)
             elif msg.command == mdp.W_DISCONNECT:
-                log.info("broker sent DISCONNECT: reconnecting")
+                if time.monotonic() - self._connected_at < self.heartbeat_interval:
+                    # refused at once (e.g. the broker does not accept this key as a worker): do not storm it
+                    log.warning(
+                        "broker sent DISCONNECT right after READY: reconnecting in %.3g s", self.heartbeat_interval
+                    )
+                    self._stop.wait(self.heartbeat_interval)
+                else:
+                    log.info("broker sent DISCONNECT: reconnecting")
                 self.counters["reconnects"] += 1
                 self._connect()
                 return
@@ -256,6 +297,17 @@ class Worker:
 
     def _request(self, client: bytes, body: list) -> None:
         self.counters["requests"] += 1
+        if len(body) > codec.MAX_ARRAYS + 1:
+            self._error(client, "too_large", f"request of {len(body)} body frames (at most {codec.MAX_ARRAYS + 1})")
+            return
+        nbytes = sum(len(f) for f in body)
+        if nbytes > self.max_request_bytes:
+            self._error(
+                client,
+                "too_large",
+                f"request of {nbytes} body bytes is over the worker's limit of {self.max_request_bytes} bytes",
+            )
+            return
         try:
             req = codec.decode_request(body)
         except codec.CodecError as e:
@@ -280,7 +332,7 @@ class Worker:
                 f"{h}x{w} = {pixels} output pixels > max_pixels {self.max_pixels}",
             )
             return
-        self._jobs.put(_Job(client, self._generation, req, time.monotonic()))
+        self._jobs.put(_Job(client, self._generation, req, time.monotonic(), pixels))
 
     def _drain_replies(self) -> None:
         for _ in range(1000):
@@ -296,29 +348,35 @@ class Worker:
     # ------------------------------------------------------------------------------------------------ compute thread
     def _compute_loop(self) -> None:
         try:
-            while not self._stop.is_set():
-                try:
-                    first = self._jobs.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-                jobs, images = [first], len(first.request.images)
-                # a seeded request runs alone: take only what is already queued instead of waiting for more
-                deadline = time.monotonic() + (self.max_wait if first.request.seed is None else 0.0)
-                while images < self.max_batch:
-                    try:
-                        job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    jobs.append(job)
-                    images += len(job.request.images)
-                for group in self._groups(jobs):
-                    self._run(group)
+            self._compute()
+        except BaseException:  # the I/O thread sees this thread end: it tells the broker and stops
+            log.critical("the compute thread failed", exc_info=True)
         finally:
             self._pipe_compute.close(0)
             self._pipe_compute = None
 
+    def _compute(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._jobs.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            jobs, images = [first], len(first.request.images)
+            # a seeded request runs alone: take only what is already queued instead of waiting for more
+            deadline = time.monotonic() + (self.max_wait if first.request.seed is None else 0.0)
+            while images < self.max_batch:
+                try:
+                    job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                images += len(job.request.images)
+            for group in self._groups(jobs):
+                self._run(group)
+
     def _groups(self, jobs: list[_Job]) -> list[list[_Job]]:
-        """Seeded requests alone; the others by (num_samples, has conditions), at most max_batch images a call."""
+        """Seeded requests alone; the others by (num_samples, has conditions), at most max_batch images and at most
+        max_pixels output pixels a call."""
         groups: list[list[_Job]] = []
         open_groups: dict[tuple[int, bool], list[_Job]] = {}
         for job in jobs:
@@ -328,7 +386,11 @@ class Worker:
                 continue
             key = (r.num_samples, r.conditions is not None)
             g = open_groups.get(key)
-            if g is not None and sum(len(j.request.images) for j in g) + len(r.images) <= self.max_batch:
+            if (
+                g is not None
+                and sum(len(j.request.images) for j in g) + len(r.images) <= self.max_batch
+                and sum(j.pixels for j in g) + job.pixels <= self.max_pixels
+            ):
                 g.append(job)
             else:
                 g = open_groups[key] = [job]

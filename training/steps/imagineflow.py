@@ -15,6 +15,14 @@ elements::
     mask    = mean(1 - sigmoid((threshold - delta) / mask_temperature)) over both directions
 
     loss = bivc_weight L_bi-vc + cc_weight L_cc + pp_weight L_pp + kl_weight KL + tv_weight TV + mask_weight mask
+           + flow_supervision L_flow
+
+``L_flow`` is not in the paper and is off by default (``flow_supervision = 0``): the mean end-point error (L1 over
+dx, dy, pixels) of the chosen steps' full-resolution flows against OpenCV DIS flows of the same image pairs, computed
+here on the CPU as pseudo-labels (W^f against DIS(I0 -> I_t), W^b against DIS(I_t -> I0)). On the pushing data the
+photometric terms alone let the flows collapse to zero (most pixels are static and the arm moves several pixels per
+frame, beyond the reach of a bilinear warp's gradient); the pseudo-labels give the flows the motion of the arm and
+of pushed objects to start from.
 
 The hard masks weight L_bi-vc, L_cc and feed the synthesis module; the anti-collapse term uses a soft version of the
 same test (differentiable in the flows), so flows that fail the test everywhere cost ``mask_weight`` instead of
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,8 +120,12 @@ class ImagineFlowStep(TrainStep):
             ]
             mask_term = sum((1 - s).mean() for s in soft)
         kl = kl_normal(out["mean"].float(), out["logvar"].float())
+        flow_l1 = zero
+        if c.flow_supervision > 0:
+            flow_l1 = self._flow_supervision(out)
         loss = (
-            c.bivc_weight * bivc
+            c.flow_supervision * flow_l1
+            + c.bivc_weight * bivc
             + c.cc_weight * cc
             + c.pp_weight * pp
             + c.kl_weight * kl
@@ -134,4 +147,22 @@ class ImagineFlowStep(TrainStep):
             "flow_px": out["backward"].detach().abs().sum(2).mean().item(),
             "mse": mse.item(),
         }
+        if c.flow_supervision > 0:
+            logs["flow_sup"] = flow_l1.item()
         return loss, logs
+
+    @staticmethod
+    def _flow_supervision(out: dict[str, Any]) -> torch.Tensor:
+        """Mean end-point error (pixels) of ``flow_b`` (and ``flow_f``) against DIS flows of ``source``/``target``."""
+        from imagine_ros.flow import dis_flows
+        from imagine_ros.training.clips import tensor_to_frames
+
+        src = tensor_to_frames(out["source"].detach())  # (K, H, W, 3) uint8
+        tgt = tensor_to_frames(out["target"].detach())
+        dev = out["flow_b"].device
+        backward = torch.from_numpy(np.stack([dis_flows(t, s[None])[0] for s, t in zip(src, tgt)])).to(dev)
+        loss = (out["flow_b"] - backward.permute(0, 3, 1, 2)).abs().sum(1).mean()
+        if out["flow_f"] is not None:
+            forward = torch.from_numpy(np.stack([dis_flows(s, t[None])[0] for s, t in zip(src, tgt)])).to(dev)
+            loss = loss + (out["flow_f"] - forward.permute(0, 3, 1, 2)).abs().sum(1).mean()
+        return loss
