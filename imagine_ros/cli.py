@@ -614,7 +614,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=int,
         default=1 << 24,
-        help="per-request budget of output pixels B*N*T*H*W (default 16777216)",
+        help="budget of output pixels B*N*T*H*W per request and per batched forward pass (default 16777216)",
     )
     p.add_argument(
         "--max-message-size",

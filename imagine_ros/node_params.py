@@ -4,8 +4,10 @@ The rclpy nodes (:mod:`imagine_ros.ros`) declare exactly these parameters (with 
 each :class:`Param`) and validate the values with :func:`validate`; the launch-file test, the README table and the
 YAML files in ``config/`` are checked against the same tables, so none of them needs rclpy.
 
-Types are the ROS 2 parameter types: ``bool``, ``integer``, ``double``, ``string``, ``double_array``. A ``double``
-parameter must be written with a decimal point in YAML (``rate: 2.0``): rclpy refuses an integer for a double.
+Types are the ROS 2 parameter types: ``bool``, ``integer``, ``double``, ``string``, ``double_array``. The nodes
+declare them with ``dynamic_typing`` and check the values here, so an integer is accepted for a double (``rate: 2`` or
+``-p rate:=2`` is 2.0, ``[120, 80]`` a double array) and any other mismatch is a :class:`ConfigError` naming the
+parameter; the shipped YAML files write doubles with a decimal point all the same.
 Parameter names with a dot (``remote.endpoint``) are written nested in YAML (``remote: {endpoint: ...}``).
 """
 
@@ -129,7 +131,7 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
     Param("remote.endpoint", "string", "tcp://127.0.0.1:5555", "remote backend: the broker's ZeroMQ endpoint"),
     Param("remote.service", "string", "", "remote backend: service name = the model's method name; required"),
     Param("remote.timeout", "double", 10.0, "remote backend: seconds to wait for a reply before a retry", low=0.01),
-    Param("remote.retries", "integer", 3, "remote backend: attempts per prediction before it counts as failed",
+    Param("remote.retries", "integer", 3, "remote backend: retries after the first attempt, then a failure",
           low=1, high=100),
     Param("remote.server_public_key", "string", "",
           "remote backend: CURVE public key file of the broker (enables encryption; '' = plain TCP)"),
@@ -226,10 +228,44 @@ NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
 }  # fmt: skip
 
 
+def file_parameter(data: Any, node_name: str, name: str) -> Any:
+    """The value that a ROS 2 parameter file (its loaded YAML ``data``) gives parameter ``name`` of the node
+    ``node_name`` (in the root namespace), or None when it sets none.
+
+    Sections read: ``/**`` (every node), then ``node_name`` / ``/node_name``, which win over the wildcard. Dotted names
+    may be nested (``remote: {endpoint: ...}``) or written with their dots.
+    """
+    value = None
+    if not isinstance(data, Mapping):
+        return None
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        params = section.get("ros__parameters") if isinstance(section, Mapping) else None
+        found = _lookup(params, name) if isinstance(params, Mapping) else None
+        if found is not None:
+            value = found
+    return value
+
+
+def _lookup(tree: Mapping[str, Any], name: str) -> Any:
+    if name in tree:
+        return tree[name]
+    head, dot, rest = name.partition(".")
+    while dot:
+        sub = tree.get(head)
+        if isinstance(sub, Mapping):
+            found = _lookup(sub, rest)
+            if found is not None:
+                return found
+        more, dot, rest = rest.partition(".")
+        head = f"{head}.{more}"
+    return None
+
+
 def parse_text(specs: Sequence[Param], name: str, text: str) -> Any:
     """A parameter value given as text (a launch argument) -> the parameter's type, checked.
 
-    ``"2"`` becomes 2.0 for a double (rclpy refuses an integer for a double parameter), ``"true"``/``"false"`` a
+    ``"2"`` becomes 2.0 for a double (so the node gets the parameter's own ROS type), ``"true"``/``"false"`` a
     bool, ``"[0.1, 0.2, 0.3]"`` a list for a double array; strings stay as they are.
     """
     known = {p.name: p for p in specs}

@@ -45,7 +45,7 @@ def _nodes(context, *args, **kwargs):
             executable="imagine_prediction",
             name="imagine_prediction",
             output="screen",
-            parameters=[params_file, overrides],
+            parameters=[params_file, overrides] if overrides else [params_file],
             remappings=[("image", value["image_topic"]), ("eta", value["eta_topic"])],
         )
     ]

@@ -5,12 +5,14 @@
 Arguments: ``checkpoint`` (required), ``workers`` (default 1), ``device`` (default auto), ``bind`` (default
 tcp://*:5555; the workers connect to it on 127.0.0.1), ``service`` (default: the checkpoint's method name),
 ``max_batch`` (default 8). The processes are the ``imagine-ros broker`` and ``imagine-ros serve`` commands (the same
-as running them by hand, or ``imagine-ros cluster``); clients on other machines use ``tcp://THIS_HOST:5555``.
+as running them by hand, or ``imagine-ros cluster``), the ``imagine-ros`` that colcon installed in
+``lib/imagine_ros`` (not whichever is first on the ``PATH``); clients on other machines use ``tcp://THIS_HOST:5555``.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
+from launch_ros.substitutions import ExecutableInPackage
 
 ARGUMENTS = {
     "checkpoint": ("", "model checkpoint (NAME.json) every worker serves"),
@@ -40,7 +42,7 @@ def _processes(context, *args, **kwargs):
     actions = [
         ExecuteProcess(
             cmd=[
-                "imagine-ros",
+                ExecutableInPackage(executable="imagine-ros", package="imagine_ros"),
                 "broker",
                 "--bind",
                 value["bind"],
@@ -51,7 +53,14 @@ def _processes(context, *args, **kwargs):
             output="screen",
         )
     ]
-    serve = ["imagine-ros", "serve", "--checkpoint", value["checkpoint"], "--broker", _connect_endpoint(value["bind"])]
+    serve = [
+        ExecutableInPackage(executable="imagine-ros", package="imagine_ros"),
+        "serve",
+        "--checkpoint",
+        value["checkpoint"],
+        "--broker",
+        _connect_endpoint(value["bind"]),
+    ]
     serve += ["--device", value["device"], "--max-batch", str(max_batch)]
     if value["service"]:
         serve += ["--service", value["service"]]

@@ -23,7 +23,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS, parse_text
+from imagine_ros.node_params import PREDICTION_PARAMS, SIM_NODE, SIM_PARAMS, defaults, file_parameter, parse_text
 
 ARGUMENTS = {
     "checkpoint": ("", "model checkpoint NAME.json (required unless the parameter file names one)"),
@@ -39,6 +39,17 @@ PREDICTION_OVERRIDES = {"checkpoint": "checkpoint", "device": "device", "planner
 SIM_OVERRIDES = {"image_size": "image_size", "seed": "seed", "planner": "task"}
 
 
+def _sim_base_frame(sim_params: str, sim: dict) -> str:
+    """The simulator's ``base_frame``: its override, else its parameter file's value, else the default."""
+    if "base_frame" in sim:
+        return sim["base_frame"]
+    import yaml  # PyYAML: a dependency of launch_ros (parameter files)
+
+    with open(sim_params, encoding="utf-8") as f:
+        value = file_parameter(yaml.safe_load(f), SIM_NODE, "base_frame")
+    return defaults(SIM_PARAMS)["base_frame"] if value is None else value
+
+
 def _nodes(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = get_package_share_directory("imagine_ros")
@@ -49,15 +60,15 @@ def _nodes(context, *args, **kwargs):
         for arg, param in PREDICTION_OVERRIDES.items()
         if value[arg]
     }
-    prediction["eta_frame"] = "panda_link0"  # the simulator's base_frame
     sim = {param: parse_text(SIM_PARAMS, param, value[arg]) for arg, param in SIM_OVERRIDES.items() if value[arg]}
+    prediction["eta_frame"] = _sim_base_frame(sim_params, sim)  # eta = the commanded target, in the sim's base_frame
     return [
         Node(
             package="imagine_ros",
             executable="imagine_sim",
             name="imagine_sim",
             output="screen",
-            parameters=[sim_params, sim],
+            parameters=[sim_params, sim] if sim else [sim_params],
         ),
         Node(
             package="imagine_ros",

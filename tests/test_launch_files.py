@@ -1,4 +1,5 @@
-"""Launch files, parameter files, node code and README agree, checked without ROS (``ast`` + YAML, no ``launch``).
+"""Launch files, parameter files, node code and README agree, checked without ROS (``ast`` + YAML; the launch files
+also run with stand-ins for ``launch``/``launch_ros``).
 
 - every ``Node(...)`` names an executable that ``setup.py`` installs, whose ``main`` exists;
 - every parameter a launch file sets exists on that node with the right type, every remapped topic exists;
@@ -13,6 +14,10 @@ from __future__ import annotations
 
 import ast
 import glob
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,6 +44,27 @@ def _kw(call: ast.Call, name: str) -> ast.expr | None:
 
 def _const(node: ast.expr | None):
     return node.value if isinstance(node, ast.Constant) else None
+
+
+@dataclass(frozen=True)
+class ExecutableInPackage:
+    executable: str
+    package: str
+
+
+def _cmd_words(node: ast.expr) -> list:
+    """The words of a command list literal (``a + b`` concatenated): constants, ``ExecutableInPackage`` calls."""
+    if isinstance(node, ast.BinOp):
+        return _cmd_words(node.left) + _cmd_words(node.right)
+    if not isinstance(node, ast.List):
+        return [None]
+    words = []
+    for e in node.elts:
+        if isinstance(e, ast.Call) and _call_name(e) == "ExecutableInPackage":
+            words.append(ExecutableInPackage(_const(_kw(e, "executable")), _const(_kw(e, "package"))))
+        else:
+            words.append(_const(e))
+    return words
 
 
 def _setup() -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -192,9 +218,11 @@ def test_launch_file_nodes_parameters_and_remappings_exist(path):
         declared = {p.name for p in NODE_PARAMS[name]}
         module_dicts = _module_dicts(tree)
         params = _kw(call, "parameters")
-        assert isinstance(params, ast.List) and params.elts, f"{path.name}: {name} gets no parameters"
+        # a list, or ``[file, overrides] if overrides else [file]`` (no empty override dict)
+        lists = [params.body, params.orelse] if isinstance(params, ast.IfExp) else [params]
+        assert all(isinstance(x, ast.List) and x.elts for x in lists), f"{path.name}: {name} gets no parameters"
         set_names = set()
-        for element in params.elts:
+        for element in (e for x in lists for e in x.elts):
             set_names |= _parameter_names(func, element, module_dicts)
         set_names.discard(None)
         unknown = set_names - declared
@@ -242,10 +270,13 @@ def test_launch_file_processes_and_files_exist(path):
                 and any(isinstance(t, ast.Name) and t.id == cmd.id for t in a.targets)
                 and isinstance(a.value, ast.List | ast.BinOp)
             ]
-            words = [_const(e) for lst in lists for e in ast.walk(lst) if isinstance(e, ast.Constant)]
+            words = [w for lst in lists for w in _cmd_words(lst)]
         else:
-            words = [_const(e) for e in cmd.elts]
-        assert words[0] in scripts, f"{path.name}: {words[0]!r} is not a console script"
+            words = _cmd_words(cmd)
+        # the console script colcon installed in lib/imagine_ros, not whatever "imagine-ros" the PATH finds
+        assert isinstance(words[0], ExecutableInPackage), f"{path.name}: run {words[0]!r} via ExecutableInPackage"
+        assert words[0].package == "imagine_ros", f"{path.name}: {words[0]}"
+        assert words[0].executable in scripts, f"{path.name}: {words[0].executable!r} is not a console script"
         sub = subparsers[words[1]]
         flags = {s for a in sub._actions for s in a.option_strings}
         for w in words[2:]:
@@ -334,3 +365,111 @@ def _yaml_text(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(repr(v) for v in value) + "]"
     return repr(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the launch files run, with stand-ins for launch, launch_ros, ament_index_python and PyYAML
+
+
+class _Entity:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context[self.name]
+
+
+def _run_launch_file(monkeypatch, name: str, **arguments: str) -> list:
+    """The actions a launch file's OpaqueFunction returns for these launch arguments (others: their defaults)."""
+    mods = {
+        m: types.ModuleType(m)
+        for m in (
+            "launch",
+            "launch.actions",
+            "launch.substitutions",
+            "launch.launch_description_sources",
+            "launch_ros",
+            "launch_ros.actions",
+            "launch_ros.substitutions",
+            "ament_index_python",
+            "ament_index_python.packages",
+            "yaml",
+        )
+    }
+    mods["launch"].LaunchDescription = _Entity
+    for cls in ("DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction", "IncludeLaunchDescription"):
+        setattr(mods["launch.actions"], cls, type(cls, (_Entity,), {}))
+    mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
+    mods["launch.launch_description_sources"].PythonLaunchDescriptionSource = type("Source", (_Entity,), {})
+    mods["launch_ros.actions"].Node = type("Node", (_Entity,), {})
+    mods["launch_ros.substitutions"].ExecutableInPackage = type("ExecutableInPackage", (_Entity,), {})
+    mods["ament_index_python.packages"].get_package_share_directory = lambda package: str(ROOT)
+    mods["yaml"].safe_load = lambda stream: YAML(typ="safe", pure=True).load(stream)
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / "launch" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().args[0]
+    context = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    assert set(arguments) <= set(context), f"{name}: unknown launch arguments {set(arguments) - set(context)}"
+    context.update(arguments)
+    opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
+    return opaque.kwargs["function"](context)
+
+
+def _nodes_by_name(actions) -> dict:
+    return {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+
+
+def test_prediction_launch_passes_overrides_only_when_given(monkeypatch):
+    node = _nodes_by_name(_run_launch_file(monkeypatch, "prediction.launch.py"))["imagine_prediction"]
+    assert node["parameters"] == [str(ROOT / "config" / "prediction.yaml")]
+    node = _nodes_by_name(_run_launch_file(monkeypatch, "prediction.launch.py", rate="2", checkpoint="/m/vd.json"))
+    assert node["imagine_prediction"]["parameters"][1] == {"rate": 2.0, "checkpoint": "/m/vd.json"}
+    assert type(node["imagine_prediction"]["parameters"][1]["rate"]) is float
+
+
+def test_sim_prediction_launch_takes_eta_frame_from_the_simulator(monkeypatch, tmp_path):
+    nodes = _nodes_by_name(
+        _run_launch_file(monkeypatch, "sim_prediction.launch.py", checkpoint="/m/vd.json", planner="")
+    )
+    assert nodes["imagine_sim"]["parameters"] == [str(ROOT / "config" / "sim.yaml")]  # no empty override dict
+    assert nodes["imagine_prediction"]["parameters"][1] == {"checkpoint": "/m/vd.json", "eta_frame": "panda_link0"}
+    own = tmp_path / "sim.yaml"
+    own.write_text("imagine_sim:\n  ros__parameters:\n    base_frame: world\n    seed: 3\n")
+    nodes = _nodes_by_name(
+        _run_launch_file(monkeypatch, "sim_prediction.launch.py", sim_params=str(own), planner="true")
+    )
+    assert nodes["imagine_sim"]["parameters"] == [str(own), {"task": True}]
+    assert nodes["imagine_prediction"]["parameters"][1] == {"planner.enabled": True, "eta_frame": "world"}
+
+
+def test_serving_launch_runs_the_installed_console_script(monkeypatch):
+    actions = _run_launch_file(monkeypatch, "serving.launch.py", checkpoint="/m/vd.json", workers="2")
+    cmds = [a.kwargs["cmd"] for a in actions]
+    assert len(cmds) == 3
+    parser = build_parser()
+    for cmd, sub in zip(cmds, ["broker", "serve", "serve"]):
+        assert type(cmd[0]).__name__ == "ExecutableInPackage"
+        assert cmd[0].kwargs == {"executable": "imagine-ros", "package": "imagine_ros"}
+        assert parser.parse_args(cmd[1:]).command == sub
+
+
+def test_file_parameter_reads_ros2_parameter_files():
+    data = YAML(typ="safe", pure=True).load((ROOT / "config" / "sim.yaml").read_text())
+    assert node_params.file_parameter(data, "imagine_sim", "base_frame") == "panda_link0"
+    assert node_params.file_parameter(data, "imagine_prediction", "base_frame") is None
+    data = {
+        "/**": {"ros__parameters": {"base_frame": "odom", "remote": {"endpoint": "tcp://a:1"}}},
+        "/imagine_sim": {"ros__parameters": {"base_frame": "world"}},
+    }
+    assert node_params.file_parameter(data, "imagine_sim", "base_frame") == "world"  # the node's own section wins
+    assert node_params.file_parameter(data, "other", "base_frame") == "odom"
+    assert node_params.file_parameter(data, "other", "remote.endpoint") == "tcp://a:1"
+    assert node_params.file_parameter(None, "imagine_sim", "base_frame") is None

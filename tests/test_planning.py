@@ -265,6 +265,22 @@ def test_demo_runs_end_to_end_through_a_local_broker(tiny_eta_checkpoint, tmp_pa
     assert "visual_dynamics (remote)" in report and "success.png" in report and (out / "success.png").exists()
 
 
+def test_demo_with_the_shipped_checkpoint_and_no_checkpoint_argument(tmp_path, capsys):
+    """What a fresh install runs (with a tiny budget): the shipped model served through a local broker."""
+    from imagine_ros.planning.demo import shipped_checkpoint
+
+    ckpt = shipped_checkpoint()
+    assert ckpt.exists() and ckpt.with_suffix(".safetensors").exists(), "the package must ship the demo checkpoint"
+    assert (ckpt.parent / "TRAINING.md").exists()
+    out = tmp_path / "report"
+    args = ["demo", "--out", str(out), "--tasks", "1", "--budget", "3", "--samples", "4", "--iterations", "1"]
+    assert cli_main([*args, "--elites", "2", "--no-random", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    results = json.loads((out / "results.json").read_text())
+    assert [p["planner"] for p in results["planners"]] == ["visual_dynamics (remote)"]
+    assert results["method"] == "visual_dynamics" and results["predictor"].startswith("tcp://127.0.0.1:")
+
+
 def test_demo_without_a_checkpoint_names_the_missing_shipped_one(monkeypatch, tmp_path, capsys):
     from imagine_ros.planning import demo
 

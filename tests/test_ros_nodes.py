@@ -29,6 +29,7 @@ from imagine_ros.models import build  # noqa: E402
 from imagine_ros.models.checkpoint import save_checkpoint  # noqa: E402
 from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS  # noqa: E402
 from imagine_ros.predictor import Predictor  # noqa: E402
+from imagine_ros.ros.params import unknown_parameters  # noqa: E402
 from imagine_ros.ros.prediction_node import ImaginePredictionNode  # noqa: E402
 from imagine_ros.ros.prediction_node import main as prediction_main  # noqa: E402
 from imagine_ros.ros.sim_node import ImagineSimNode  # noqa: E402
@@ -101,11 +102,38 @@ def test_prediction_node_declares_the_documented_parameters(ros, checkpoint):
         ({"rate": -2.0}, "'rate'"),
         ({}, "'checkpoint' is required"),
         ({"backend": "remote"}, "'remote.service' is required"),
+        ({"rate": "fast"}, "'rate': expected a number"),
+        ({"num_samples": 2.5}, "'num_samples': expected an integer"),
+        ({"planner.designated": [1.0, 2.0, 3.0]}, "'planner.designated': expected 2 numbers"),
     ],
 )
 def test_bad_parameters_are_refused(ros, values, match):
     with pytest.raises(ConfigError, match=match):
         ImaginePredictionNode(parameter_overrides=overrides(**{k.replace(".", "__"): v for k, v in values.items()}))
+
+
+def test_integers_are_accepted_for_doubles_and_unknown_names_reported(ros, checkpoint):
+    node = ImaginePredictionNode(
+        parameter_overrides=overrides(
+            checkpoint=str(checkpoint), device="cpu", rate=2, planner__designated=[120, 80], rtae=3.0
+        )
+    )
+    try:
+        assert node.params["rate"] == 2.0 and type(node.params["rate"]) is float
+        assert node.params["planner.designated"] == [120.0, 80.0]
+        assert node.pipeline.config.rate_hz == 2.0
+        assert unknown_parameters(node, PREDICTION_PARAMS) == ["rtae"]  # logged as a warning, not an error
+    finally:
+        node.destroy_node()
+        node.destroy_node()  # twice is harmless (rclpy's context shutdown may do it again)
+
+
+def test_a_node_that_fails_in_its_constructor_is_destroyed_cleanly(ros, checkpoint):
+    with pytest.raises(ConfigError):
+        ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu", seed=-5))
+    with pytest.raises(ConfigError):
+        ImagineSimNode(parameter_overrides=overrides(image_size=8))
+    # the fixture's rclpy.shutdown() must not meet a half-built node either
 
 
 def test_prediction_node_publishes_grids_stamped_with_the_input_header(ros, checkpoint):
@@ -204,3 +232,12 @@ def test_sim_node_publishes_camera_and_follows_targets(ros):
 
 def test_main_reports_bad_parameters_and_exits():
     assert prediction_main(["--ros-args", "-p", "backend:=gpu"]) == 2
+    assert prediction_main(["--ros-args", "-p", "rate:=fast"]) == 2
+
+
+def test_main_accepts_an_integer_for_a_double(capfd):
+    # rate:=2 is an integer: accepted as 2.0 (README: "an integer is accepted for a double"), so the node gets as far
+    # as the missing checkpoint, a clean exit 2 with a one-line fatal message, no traceback
+    assert prediction_main(["--ros-args", "-p", "rate:=2"]) == 2
+    err = capfd.readouterr().err
+    assert "'rate'" not in err and "Traceback" not in err

@@ -991,8 +991,11 @@ def test_launch_file_starts_a_broker_and_n_workers_with_valid_commands(monkeypat
         "launch": types.ModuleType("launch"),
         "launch.actions": types.ModuleType("launch.actions"),
         "launch.substitutions": types.ModuleType("launch.substitutions"),
+        "launch_ros": types.ModuleType("launch_ros"),
+        "launch_ros.substitutions": types.ModuleType("launch_ros.substitutions"),
     }
     mods["launch"].LaunchDescription = _Action
+    mods["launch_ros.substitutions"].ExecutableInPackage = type("ExecutableInPackage", (_Action,), {})
     for name in ["DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction"]:
         setattr(mods["launch.actions"], name, type(name, (_Action,), {}))
     mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
@@ -1010,7 +1013,10 @@ def test_launch_file_starts_a_broker_and_n_workers_with_valid_commands(monkeypat
     context = {**declared, "checkpoint": "/m/vd.json", "workers": "3", "device": "cuda:0", "bind": "tcp://*:6000"}
     procs = opaque.kwargs["function"](context)
     cmds = [p.kwargs["cmd"] for p in procs]
-    assert len(cmds) == 4 and cmds[0][:2] == ["imagine-ros", "broker"]
+    assert len(cmds) == 4 and cmds[0][1] == "broker"
+    for cmd in cmds:  # the console script colcon installed in lib/imagine_ros, not the PATH's
+        assert type(cmd[0]).__name__ == "ExecutableInPackage"
+        assert cmd[0].kwargs == {"executable": "imagine-ros", "package": "imagine_ros"}
     parser = build_parser()
     broker_args = parser.parse_args(cmds[0][1:])
     assert broker_args.bind == "tcp://*:6000"

@@ -7,6 +7,7 @@ predictions run on its worker thread, which publishes the results.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -26,6 +27,7 @@ from imagine_ros.ros.params import declare_and_read
 
 THROTTLE_S = 5.0
 OUTPUT_DEPTH = 2
+STOP_WAIT_S = 10.0  # longest wait for a running prediction when the node is destroyed
 
 
 class ImaginePredictionNode(Node):
@@ -34,38 +36,47 @@ class ImaginePredictionNode(Node):
 
     def __init__(self, node_name: str = PREDICTION_NODE, **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self.params = declare_and_read(self, PREDICTION_PARAMS)
-        p = self.params
-        self.predictor = pl.predictor_from_params(p)
-        self.pipeline = pl.PredictionPipeline(
-            self.predictor,
-            pl.config_from_params(p),
-            on_result=self._publish,
-            on_error=self._on_error,
-            planner=pl.planner_from_params(p),
-        )
-        self._failing = 0
+        self.predictor: Any = None
+        self.pipeline: pl.PredictionPipeline | None = None
+        try:
+            self.params = declare_and_read(self, PREDICTION_PARAMS)
+            p = self.params
+            self.predictor = pl.predictor_from_params(p)
+            self.pipeline = pl.PredictionPipeline(
+                self.predictor,
+                pl.config_from_params(p),
+                on_result=self._publish,
+                on_error=self._on_error,
+                planner=pl.planner_from_params(p),
+            )
+            self._failing = 0
 
-        self.pub_frames = self.create_publisher(Image, "~/future/frames", OUTPUT_DEPTH)
-        self.pub_flows = self.create_publisher(Image, "~/future/flows", OUTPUT_DEPTH)
-        self.pub_flow_vis = self.create_publisher(Image, "~/future/flow_vis", OUTPUT_DEPTH)
-        self.pub_planned = self.create_publisher(PointStamped, "~/planned_eta", 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.pub_frames = self.create_publisher(Image, "~/future/frames", OUTPUT_DEPTH)
+            self.pub_flows = self.create_publisher(Image, "~/future/flows", OUTPUT_DEPTH)
+            self.pub_flow_vis = self.create_publisher(Image, "~/future/flow_vis", OUTPUT_DEPTH)
+            self.pub_planned = self.create_publisher(PointStamped, "~/planned_eta", 10)
+            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.sub_image = self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-        self.sub_eta = self.create_subscription(PointStamped, "eta", self._on_eta, 10)
-        self.sub_designated = self.create_subscription(PointStamped, "~/planner/designated", self._on_designated, 10)
-        self.sub_goal = self.create_subscription(PointStamped, "~/planner/goal", self._on_goal, 10)
-        if p["diagnostics_period"] > 0:
-            self.diag_timer = self.create_timer(p["diagnostics_period"], self._diagnostics)
+            self.sub_image = self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+            self.sub_eta = self.create_subscription(PointStamped, "eta", self._on_eta, 10)
+            self.sub_designated = self.create_subscription(
+                PointStamped, "~/planner/designated", self._on_designated, 10
+            )
+            self.sub_goal = self.create_subscription(PointStamped, "~/planner/goal", self._on_goal, 10)
+            if p["diagnostics_period"] > 0:
+                self.diag_timer = self.create_timer(p["diagnostics_period"], self._diagnostics)
 
-        self.pipeline.start()
-        where = p["checkpoint"] if p["backend"] == "local" else f"{p['remote.service']} at {p['remote.endpoint']}"
-        rate = f"at most {p['rate']:g} Hz" if p["rate"] else "as fast as the model goes"
-        self.get_logger().info(
-            f"{p['backend']} backend ({where}); {p['num_samples']} samples per prediction, {rate}; "
-            f"planner {'on' if p['planner.enabled'] else 'off'}"
-        )
+            self.pipeline.start()
+            where = p["checkpoint"] if p["backend"] == "local" else f"{p['remote.service']} at {p['remote.endpoint']}"
+            rate = f"at most {p['rate']:g} Hz" if p["rate"] else "as fast as the model goes"
+            self.get_logger().info(
+                f"{p['backend']} backend ({where}); {p['num_samples']} samples per prediction, {rate}; "
+                f"planner {'on' if p['planner.enabled'] else 'off'}"
+            )
+        except BaseException:  # a half-built node: free what exists (rclpy may call destroy_node again later)
+            with contextlib.suppress(Exception):
+                self.destroy_node()
+            raise
 
     # ---------------------------------------------------------------------------------------------------- input
     def _on_image(self, msg: Image) -> None:
@@ -115,7 +126,13 @@ class ImaginePredictionNode(Node):
 
     def _diagnostics(self) -> None:
         level, message, values = self.pipeline.diagnostics()
-        self.get_logger().info(self.pipeline.summary())
+        line = f"{message}; {self.pipeline.summary()}"
+        if level == pl.OK:  # all well: keep the console quiet (--log-level debug shows it)
+            self.get_logger().debug(line)
+        elif level == pl.WARN:
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
         levels = [DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE]
         status = DiagnosticStatus(
             level=levels[level],
@@ -129,11 +146,32 @@ class ImaginePredictionNode(Node):
         self.pub_diag.publish(array)
 
     def destroy_node(self) -> None:
-        self.pipeline.stop()
-        close = getattr(self.predictor, "close", None)
-        if close is not None:
-            close()
-        super().destroy_node()
+        """Stop the worker, close the predictor, destroy the node. Safe on a half-built node and when called twice
+        (newer rclpy destroys the nodes of a context again at shutdown)."""
+        if getattr(self, "_imagine_destroyed", False):
+            return
+        self._imagine_destroyed = True
+        try:
+            pipeline = getattr(self, "pipeline", None)
+            busy = False
+            if pipeline is not None:
+                pipeline.stop(STOP_WAIT_S)
+                busy = pipeline.running
+            close = getattr(getattr(self, "predictor", None), "close", None)
+            if close is not None and busy:
+                # a remote prediction can take remote.timeout x (remote.retries + 1) s per request; its socket is
+                # in use by the worker thread, so it must not be closed under it: the process exit ends both
+                p = getattr(self, "params", {})
+                bound = p["remote.timeout"] * (p["remote.retries"] + 1) if p.get("backend") == "remote" else 0.0
+                self.get_logger().info(
+                    f"a prediction is still running after {STOP_WAIT_S:g} s"
+                    + (f" (a remote request may take up to {bound:g} s)" if bound else "")
+                    + "; leaving the predictor open"
+                )
+            elif close is not None:
+                close()
+        finally:
+            super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -155,8 +193,7 @@ def main(args: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return code
 
 

@@ -9,6 +9,7 @@ The logic is :class:`imagine_ros.sim_bridge.SimBridge`; parameters: :data:`imagi
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -33,32 +34,38 @@ class ImagineSimNode(Node):
 
     def __init__(self, node_name: str = SIM_NODE, **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        self.params = p = declare_and_read(self, SIM_PARAMS)
-        self.bridge = SimBridge(
-            SimBridgeConfig(
-                image_size=p["image_size"],
-                num_objects=p["num_objects"],
-                frame_dt=p["frame_dt"],
-                max_step=p["max_step"],
-                seed=p["seed"],
-                task=p["task"],
-                episode_steps=p["episode_steps"],
-                renderer=p["renderer"],
+        self.bridge: SimBridge | None = None
+        try:
+            self.params = p = declare_and_read(self, SIM_PARAMS)
+            self.bridge = SimBridge(
+                SimBridgeConfig(
+                    image_size=p["image_size"],
+                    num_objects=p["num_objects"],
+                    frame_dt=p["frame_dt"],
+                    max_step=p["max_step"],
+                    seed=p["seed"],
+                    task=p["task"],
+                    episode_steps=p["episode_steps"],
+                    renderer=p["renderer"],
+                )
             )
-        )
-        self.pub_image = self.create_publisher(Image, "~/camera/image_raw", qos_profile_sensor_data)
-        self.pub_info = self.create_publisher(CameraInfo, "~/camera/camera_info", 10)
-        self.pub_ee = self.create_publisher(PointStamped, "~/ee_position", 10)
-        self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", 10)
-        self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", 10)
-        self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, 10)
-        self.timer = self.create_timer(p["frame_dt"] / p["real_time_factor"], self._tick)
-        self._publish(self.bridge.state)
-        low, high = self.bridge.workspace
-        self.get_logger().info(
-            f"pushing scene, {p['image_size']} px camera, a step every {p['frame_dt']:g} s simulated; hand workspace "
-            f"{low.round(3).tolist()} .. {high.round(3).tolist()} m in {p['base_frame']!r}"
-        )
+            self.pub_image = self.create_publisher(Image, "~/camera/image_raw", qos_profile_sensor_data)
+            self.pub_info = self.create_publisher(CameraInfo, "~/camera/camera_info", 10)
+            self.pub_ee = self.create_publisher(PointStamped, "~/ee_position", 10)
+            self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", 10)
+            self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", 10)
+            self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, 10)
+            self.timer = self.create_timer(p["frame_dt"] / p["real_time_factor"], self._tick)
+            self._publish(self.bridge.state)
+            low, high = self.bridge.workspace
+            self.get_logger().info(
+                f"pushing scene, {p['image_size']} px camera, a step every {p['frame_dt']:g} s simulated; hand "
+                f"workspace {low.round(3).tolist()} .. {high.round(3).tolist()} m in {p['base_frame']!r}"
+            )
+        except BaseException:  # a half-built node: free what exists (rclpy may call destroy_node again later)
+            with contextlib.suppress(Exception):
+                self.destroy_node()
+            raise
 
     def _on_target(self, msg: PointStamped) -> None:
         frame = ros_msgs.point_frame(msg)
@@ -99,8 +106,17 @@ class ImagineSimNode(Node):
         return msg
 
     def destroy_node(self) -> None:
-        self.bridge.close()
-        super().destroy_node()
+        """Close the simulator and destroy the node. Safe on a half-built node and when called twice (newer rclpy
+        destroys the nodes of a context again at shutdown)."""
+        if getattr(self, "_imagine_destroyed", False):
+            return
+        self._imagine_destroyed = True
+        try:
+            bridge = getattr(self, "bridge", None)
+            if bridge is not None:
+                bridge.close()
+        finally:
+            super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -122,8 +138,7 @@ def main(args: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return code
 
 
