@@ -531,7 +531,7 @@ def test_flow_supervision_pulls_flows_towards_dis_of_the_clip():
         out = model(x0, future, batch["condition"], loss_steps=0)
         centre = out["flow_f"][:, :, 4:12, 4:12]  # (K, 2, ...) away from the border
         want = torch.tensor([1.0, 2.0, 2.0]).repeat(4)[:, None, None]
-        return float((centre[:, 0] - want).abs().mean() + centre[:, 1].abs().mean().detach())
+        return float(((centre[:, 0] - want).abs().mean() + centre[:, 1].abs().mean()).detach())
 
     out = {"source": x0[:1], "target": future[:1, 1], "flow_f": None}
     from imagine_ros.flow import dis_flows

@@ -1,0 +1,61 @@
+"""Merge the outputs of several ``imagine-ros plan-eval`` runs over the same tasks into one table, plot and folder.
+
+Planners can be evaluated in parallel processes (one ``plan-eval`` per checkpoint, ``--no-random --no-oracle``, and
+one with the baselines); with the same ``--tasks --seed --budget --execute-steps --hand`` they see the same tasks.
+
+    python scripts/merge_plan_eval.py --out results/plan_eval runs/plan_eval_baselines runs/plan_eval_vd ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from imagine_ros.planning.runner import TaskConfig, plot, table
+
+
+class _Summary:
+    def __init__(self, s: dict):
+        self.s = s
+
+    def summary(self) -> dict:
+        return self.s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="plan-eval output folders")
+    ap.add_argument("--out", required=True, type=Path, help="merged output folder")
+    args = ap.parse_args()
+    merged: dict = {"runs": [], "planners": [], "episodes": {}}
+    task_config = None
+    for run in args.runs:
+        r = json.loads((run / "results.json").read_text())
+        tc = {k: v for k, v in r["task_config"].items() if k not in ("env_id", "env_seeds")}
+        tc.pop("horizon", None)  # the model's horizon; the same tasks either way
+        if task_config is None:
+            task_config = tc
+        elif tc != task_config:
+            raise SystemExit(f"{run} ran other tasks: {tc} != {task_config}")
+        merged["runs"].append(
+            {"folder": str(run), "checkpoints": r.get("checkpoints"), "planner_config": r.get("planner_config")}
+        )
+        merged["planners"] += r["planners"]
+        merged["episodes"].update(r["episodes"])
+        for gif in sorted((run / "episodes").glob("*.gif")):
+            (args.out / "episodes").mkdir(parents=True, exist_ok=True)
+            shutil.copy(gif, args.out / "episodes" / gif.name)
+    merged["task_config"] = task_config
+    summaries = [_Summary(s) for s in merged["planners"]]
+    text = table(summaries, TaskConfig(**{**task_config, "goal_distance": tuple(task_config["goal_distance"])}))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(text, encoding="utf-8")
+    (args.out / "results.json").write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
+    plot(summaries, args.out / "success.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
