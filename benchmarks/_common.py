@@ -12,16 +12,17 @@ DISTURBED = 0.25  # cores kept busy by other processes above which a measurement
 class OtherLoad:
     """How many cores other processes kept busy while a section ran.
 
-    The whole machine's busy time (``/proc/stat``) minus this process's and its waited-for children's (the collection
-    workers'), divided by the wall time. Linux only; :meth:`cores` gives ``None`` elsewhere.
+    The whole machine's busy time (``/proc/stat``) minus this process's, its waited-for children's (the collection
+    workers') and that of the running processes ``pids`` (e.g. a broker and workers the benchmark started), divided by
+    the wall time. Linux only; :meth:`cores` gives ``None`` elsewhere.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pids: list[int] | tuple[int, ...] = ()) -> None:
+        self._pids = tuple(pids)
         self._start = self._snapshot()
         self._t0 = time.perf_counter()
 
-    @staticmethod
-    def _snapshot() -> tuple[float, float] | None:
+    def _snapshot(self) -> tuple[float, float] | None:
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 ticks = [int(v) for v in f.readline().split()[1:]]
@@ -29,7 +30,15 @@ class OtherLoad:
             return None
         busy = sum(ticks[:3]) + sum(ticks[5:7])  # user nice system [idle iowait] irq softirq
         t = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + t.children_system
+        ours = t.user + t.system + t.children_user + t.children_system
+        for pid in self._pids:  # utime + stime, fields 14 and 15 of /proc/PID/stat (after the "(comm)" field)
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ours += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, ValueError, IndexError):
+                pass
+        return busy / os.sysconf("SC_CLK_TCK"), ours
 
     def cores(self) -> float | None:
         end, wall = self._snapshot(), time.perf_counter() - self._t0

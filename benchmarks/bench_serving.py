@@ -54,6 +54,12 @@ TARGET_OVERHEAD = 0.10
 TARGET_SCALING = 2.0
 
 
+def _cluster_pids(cluster: LocalCluster) -> list[int]:
+    """The broker's and workers' process ids: their CPU time is the benchmark's own, not other load."""
+    procs = [cluster.broker_process, *cluster.worker_processes]
+    return [p.pid for p in procs if p is not None]
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -62,7 +68,7 @@ def bench_overhead(local: Predictor, cluster: LocalCluster, samples: int, repeat
     s, c = local.image_size, local.condition_dim
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {"local": [], "remote": []}
-    meter = OtherLoad()
+    meter = OtherLoad(_cluster_pids(cluster))
     with cluster.predictor(timeout=120, retries=0) as remote:
         for i in range(repeats + 1):  # the first round is a warm-up
             img = rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8)
@@ -114,7 +120,7 @@ def bench_clients(cluster: LocalCluster, clients: int, samples: int, seconds: fl
         t.start()
     t0 = time.perf_counter()
     measure_from[0], stop_at[0] = t0 + warmup, t0 + warmup + seconds
-    meter = OtherLoad()
+    meter = OtherLoad(_cluster_pids(cluster))
     start.set()
     for t in threads:
         t.join()
