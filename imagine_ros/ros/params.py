@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import array
 import difflib
+from collections.abc import Callable
 from typing import Any
 
+import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.logging import get_logger
 from rclpy.node import Node
 
-from imagine_ros.errors import ConfigError
+from imagine_ros.errors import ConfigError, ImagineRosError
 from imagine_ros.node_params import Param, validate
 
 #: parameters rclpy itself reads (or declares) on every node: never reported as unknown
@@ -71,3 +74,27 @@ def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
         value = node.get_parameter(p.name).value
         values[p.name] = list(value) if isinstance(value, array.array) else value  # rclpy's arrays: array.array
     return validate(specs, values)
+
+
+def spin_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
+    """The ``main`` of both nodes: init, build, spin until Ctrl-C or shutdown, clean up. Returns the exit code: 0, or
+    2 after an :class:`ImagineRosError` (bad parameters, a missing checkpoint), logged as one fatal line."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except ImagineRosError as e:
+        get_logger(name).fatal(str(e))
+        code = 2
+    except Exception as e:  # rclpy.executors.ExternalShutdownException (not in every distro)
+        if type(e).__name__ != "ExternalShutdownException":
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -11,19 +11,16 @@ import contextlib
 import sys
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from imagine_ros import pipeline as pl
 from imagine_ros import ros_msgs
-from imagine_ros.errors import ImagineRosError
 from imagine_ros.node_params import PREDICTION_NODE, PREDICTION_PARAMS
-from imagine_ros.ros.params import declare_and_read
+from imagine_ros.ros.params import declare_and_read, spin_node
 
 THROTTLE_S = 5.0
 OUTPUT_DEPTH = 2
@@ -176,25 +173,7 @@ class ImaginePredictionNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run imagine_ros imagine_prediction [--ros-args ...]``."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = ImaginePredictionNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    except ImagineRosError as e:
-        get_logger(PREDICTION_NODE).fatal(str(e))
-        code = 2
-    except Exception as e:  # rclpy.executors.ExternalShutdownException (not in every distro)
-        if type(e).__name__ != "ExternalShutdownException":
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return spin_node(ImaginePredictionNode, PREDICTION_NODE, args)
 
 
 if __name__ == "__main__":

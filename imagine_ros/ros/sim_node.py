@@ -13,17 +13,14 @@ import contextlib
 import sys
 from typing import Any
 
-import rclpy
 from geometry_msgs.msg import PointStamped
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from imagine_ros import ros_msgs
-from imagine_ros.errors import ImagineRosError
 from imagine_ros.node_params import SIM_NODE, SIM_PARAMS
-from imagine_ros.ros.params import declare_and_read
+from imagine_ros.ros.params import declare_and_read, spin_node
 from imagine_ros.sim_bridge import SimBridge, SimBridgeConfig, SimState
 
 THROTTLE_S = 5.0
@@ -121,25 +118,7 @@ class ImagineSimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run imagine_ros imagine_sim [--ros-args ...]``."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = ImagineSimNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    except ImagineRosError as e:
-        get_logger(SIM_NODE).fatal(str(e))
-        code = 2
-    except Exception as e:  # rclpy.executors.ExternalShutdownException (not in every distro)
-        if type(e).__name__ != "ExternalShutdownException":
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return spin_node(ImagineSimNode, SIM_NODE, args)
 
 
 if __name__ == "__main__":
