@@ -240,8 +240,9 @@ class PushEnv(gym.Env):
             raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r}")
 
     def _hand_behind(self, start: np.ndarray, goal: np.ndarray) -> None:
-        """Put the hand at push height ``HAND_BEHIND`` metres behind the object, on the side away from the goal (a
-        pre-push pose: one straight motion through the object pushes it towards the goal)."""
+        """Set the hand's target at push height ``HAND_BEHIND`` metres behind the object, on the side away from the
+        goal (a pre-push pose: one straight motion through the object pushes it towards the goal). The reset's IK
+        leaves the hand a few cm above that target; it gets there within the first frames (any action holds it)."""
         d = goal[:2] - start[:2]
         d = d / max(float(np.linalg.norm(d)), 1e-9)
         xy = start[:2] - HAND_BEHIND * d

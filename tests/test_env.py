@@ -143,6 +143,31 @@ def test_task_mode_reports_goal_and_success():
     env.close()
 
 
+def test_task_reset_can_put_the_hand_behind_the_object_away_from_the_goal():
+    """hand="behind": the hand starts at push height, HAND_BEHIND from the object on the line from the goal through
+    it, so one straight motion towards the goal pushes the object (the planners' default tasks)."""
+    from imagine_ros.sim.env import HAND_BEHIND
+
+    env = PushEnv(image_size=32, task=True)
+    for seed in (0, 1, 2):
+        obs, info = env.reset(seed=seed, options={"hand": "behind"})
+        start = env.scene.object_poses()[0][info["target_object"]][:2]
+        away = start - info["goal_pos"][:2]
+        want = start + HAND_BEHIND * away / np.linalg.norm(away)
+        want = np.clip(want, env.hand_low[:2], env.hand_high[:2])
+        assert np.linalg.norm(env.ee_target[:2] - want) < 1e-3  # objects settle by a fraction of a mm
+        assert env.ee_target[2] == pytest.approx(env.hand_low[2])  # push height (the default start is 10 cm up)
+        for _ in range(3):  # the reset's IK leaves the hand a few cm high; holding the target lowers it
+            obs, _, _, _, info = env.step(np.zeros(3))
+        assert obs["ee_pos"][2] < env.hand_low[2] + 0.02 and np.linalg.norm(obs["ee_pos"][:2] - want) < 0.02
+        assert info["distance"] > env.config.success_tolerance  # the object was not pushed to its goal
+    _, default = env.reset(seed=0)
+    assert env.ee_target[2] > env.hand_low[2] + 0.05
+    with pytest.raises(ConfigError, match="hand must be 'default' or 'behind'"):
+        env.reset(seed=0, options={"hand": "above"})
+    env.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
