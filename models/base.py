@@ -15,6 +15,7 @@ A method's *training step* (losses, optimizers, stages) lives in :mod:`imagine_r
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -25,6 +26,29 @@ from torch import nn
 from imagine_ros.errors import ConfigError
 
 PRESETS = ("tiny", "small", "paper")
+
+
+# ------------------------------------------------------------------------------------- config field checks
+def check_int(name: str, value: Any, minimum: int = 1) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_ints(name: str, value: Any, allow_empty: bool = False, length: int | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a tuple of positive ints (of ``length`` entries if given)."""
+    ok = isinstance(value, tuple) and (bool(value) or allow_empty)
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{name} must have {length} entries, got {len(value)} ({value!r})")
+
+
+def check_number(name: str, value: Any, positive: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite number >= 0 (> 0 with ``positive``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass(frozen=True)

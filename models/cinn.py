@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from imagine_ros.errors import ConfigError
-from imagine_ros.models.base import Method, MethodConfig, Sample, randn
+from imagine_ros.models.base import Method, MethodConfig, Sample, check_int, check_ints, check_number, randn
 from imagine_ros.models.invertible import ActNorm, ConditionalINN
 
 ETA_ENCODINGS = ("continuous", "onehot")
@@ -57,28 +57,6 @@ BASE_SIZE = 4  # spatial side of the decoder's first map
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _positive_ints(name: str, value: Any, length: int | None = None) -> None:
-    if (
-        not isinstance(value, tuple)
-        or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
-        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
-    if length is not None and len(value) != length:
-        raise ConfigError(f"{name} must have {length} entries, got {len(value)} ({value!r})")
-
-
-def _number(name: str, value: Any, positive: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -182,34 +160,34 @@ class CINNConfig(MethodConfig):
         if BASE_SIZE << n_up != self.image_size:
             raise ConfigError(f"image_size must be 4 * 2**k (16, 32, 64, 128, ...), got {self.image_size}")
         for name in ("z_dim", "emb_dim"):
-            _positive_int(name, getattr(self, name), minimum=2 if name == "z_dim" else 1)
+            check_int(name, getattr(self, name), minimum=2 if name == "z_dim" else 1)
         for name in ("enc_blocks", "enc_head_size", "spade_hidden", "disc_t_window", "disc_s_frames"):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("inn_blocks", "inn_hidden", "eta_bins", "warmup_steps"):
-            _positive_int(name, getattr(self, name), minimum=0 if name == "warmup_steps" else 1)
-        _positive_int("inn_depth", self.inn_depth, minimum=0)
-        _positive_ints("enc_channels", self.enc_channels)
+            check_int(name, getattr(self, name), minimum=0 if name == "warmup_steps" else 1)
+        check_int("inn_depth", self.inn_depth, minimum=0)
+        check_ints("enc_channels", self.enc_channels)
         if len(self.enc_channels) < 2:
             raise ConfigError(f"enc_channels needs the stem and at least one stage, got {self.enc_channels!r}")
-        _positive_ints("dec_channels", self.dec_channels, length=n_up + 2)
-        _positive_ints("disc_s_channels", self.disc_s_channels)
+        check_ints("dec_channels", self.dec_channels, length=n_up + 2)
+        check_ints("disc_s_channels", self.disc_s_channels)
         if len(self.disc_s_channels) < 2:
             raise ConfigError(f"disc_s_channels needs at least 2 entries, got {self.disc_s_channels!r}")
         if self.image_size >> (len(self.disc_s_channels) - 1) < 4:
             raise ConfigError(
                 f"disc_s_channels has {len(self.disc_s_channels) - 1} stride-2 convs: too many for {self.image_size} px"
             )
-        _positive_ints("disc_t_channels", self.disc_t_channels)
+        check_ints("disc_t_channels", self.disc_t_channels)
         if len(self.disc_t_channels) < 2:
             raise ConfigError(f"disc_t_channels needs the stem and at least one stage, got {self.disc_t_channels!r}")
-        _positive_ints("emb_channels", self.emb_channels)
+        check_ints("emb_channels", self.emb_channels)
         if len(self.emb_channels) > n_up:
             raise ConfigError(f"emb_channels may have at most {n_up} stride-2 convs for {self.image_size} px")
         for name in ("inn_alpha", "inn_clamp", "eta_range", "lr_stage1", "lr_stage2"):
-            _number(name, getattr(self, name), positive=True)
+            check_number(name, getattr(self, name), positive=True)
         for name in ("l1_weight", "perceptual_weight", "kl_weight", "gan_weight", "fm_weight", "r1_weight"):
-            _number(name, getattr(self, name))
-        _number("emb_kl_weight", self.emb_kl_weight)
+            check_number(name, getattr(self, name))
+        check_number("emb_kl_weight", self.emb_kl_weight)
         if self.eta_encoding not in ETA_ENCODINGS:
             raise ConfigError(f"eta_encoding must be one of {', '.join(ETA_ENCODINGS)}, got {self.eta_encoding!r}")
         if not isinstance(self.control_mode, bool):

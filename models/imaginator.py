@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from imagine_ros.errors import ConfigError
-from imagine_ros.models.base import Method, MethodConfig, Sample, randn
+from imagine_ros.models.base import Method, MethodConfig, Sample, check_int, check_ints, randn
 
 BLOCKS = ("1+2d", "3d")
 CONDITIONS = ("eta", "direction")
@@ -98,20 +98,6 @@ def direction_condition(ee: torch.Tensor, bins: int, dtype: torch.dtype = torch.
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
-
-
-def _positive_ints(name: str, value: Any, allow_empty: bool = False) -> None:
-    if (
-        not isinstance(value, tuple)
-        or (not value and not allow_empty)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
-        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -162,9 +148,9 @@ class ImaGINatorConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_ints("channels", self.channels)
-        _positive_ints("mid_channels", self.mid_channels, allow_empty=True)
-        _positive_ints("disc_channels", self.disc_channels)
+        check_ints("channels", self.channels)
+        check_ints("mid_channels", self.mid_channels, allow_empty=True)
+        check_ints("disc_channels", self.disc_channels)
         levels = len(self.channels)
         if self.image_size != 4 * 2**levels:
             raise ConfigError(
@@ -177,19 +163,19 @@ class ImaGINatorConfig(MethodConfig):
             )
         if len(self.disc_channels) != levels:
             raise ConfigError(f"disc_channels must hold {levels} widths (like channels), got {self.disc_channels}")
-        _positive_int("z_dim", self.z_dim)
-        _positive_int("appearance_dim", self.appearance_dim)
+        check_int("z_dim", self.z_dim)
+        check_int("appearance_dim", self.appearance_dim)
         if self.block not in BLOCKS:
             raise ConfigError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
         if self.condition not in CONDITIONS:
             raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, got {self.condition!r}")
-        _positive_int("direction_bins", self.direction_bins, minimum=2)
+        check_int("direction_bins", self.direction_bins, minimum=2)
         if self.condition == "direction" and self.condition_dim != self.direction_bins:
             raise ConfigError(
                 f"condition='direction' needs condition_dim = direction_bins ({self.direction_bins}), "
                 f"got condition_dim={self.condition_dim}"
             )
-        _positive_int("temporal_doublings", self.temporal_doublings, minimum=-1)
+        check_int("temporal_doublings", self.temporal_doublings, minimum=-1)
         ok = isinstance(self.l1_weight, (int, float)) and not isinstance(self.l1_weight, bool)
         if not ok or not math.isfinite(self.l1_weight) or self.l1_weight < 0:
             raise ConfigError(f"l1_weight must be a finite number >= 0, got {self.l1_weight!r}")

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagine_ros.errors import ConfigError
-from imagine_ros.models.base import Method, MethodConfig, Sample, randn
+from imagine_ros.models.base import Method, MethodConfig, Sample, check_int, check_ints, check_number, randn
 
 FUSIONS = ("all", "top")
 LOGVAR_RANGE = (-20.0, 10.0)
@@ -141,23 +141,6 @@ def invert_flow(flow: torch.Tensor, iterations: int = INVERSE_ITERATIONS) -> tor
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
-
-
-def _ints(name: str, value: Any, allow_empty: bool = False) -> None:
-    ok = isinstance(value, tuple) and (value or allow_empty)
-    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
-
-
-def _int(name: str, value: Any, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name: str, value: Any, positive: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -252,10 +235,10 @@ class ImagineFlowConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("motion_channels", "enc_channels", "gen_channels", "synth_channels", "synth_convs"):
-            _ints(name, getattr(self, name))
+            check_ints(name, getattr(self, name))
         for name in ("z_dim", "gen_top", "time_kernel", "flow_stride", "motion_pool"):
-            _int(name, getattr(self, name))
-        _int("loss_steps", self.loss_steps, minimum=0)
+            check_int(name, getattr(self, name))
+        check_int("loss_steps", self.loss_steps, minimum=0)
         if self.time_kernel % 2 == 0:
             raise ConfigError(f"time_kernel must be odd, got {self.time_kernel}")
         levels = len(self.enc_channels)
@@ -279,13 +262,13 @@ class ImagineFlowConfig(MethodConfig):
         for name in ("bidirectional", "synthesis"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        _number("flow_scale", self.flow_scale, positive=True)
-        _number("alpha", self.alpha, positive=True)
-        _number("mask_temperature", self.mask_temperature, positive=True)
+        check_number("flow_scale", self.flow_scale, positive=True)
+        check_number("alpha", self.alpha, positive=True)
+        check_number("mask_temperature", self.mask_temperature, positive=True)
         for name in ("beta", "bivc_weight", "cc_weight", "pp_weight", "perceptual_weight", "kl_weight"):
-            _number(name, getattr(self, name))
+            check_number(name, getattr(self, name))
         for name in ("tv_weight", "mask_weight", "flow_supervision"):
-            _number(name, getattr(self, name))
+            check_number(name, getattr(self, name))
         known = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
         layers = self.perceptual_layers
         if not isinstance(layers, tuple) or not layers or not set(layers) <= set(known):

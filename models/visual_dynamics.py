@@ -29,7 +29,6 @@ mean and log-variance (it cannot have BN + ReLU); its max-pools go after each bl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagine_ros.errors import ConfigError
-from imagine_ros.models.base import Method, MethodConfig, Sample, randn
+from imagine_ros.models.base import Method, MethodConfig, Sample, check_int, check_ints, check_number, randn
 
 SAMPLE_SOURCES = ("bank", "prior")
 CONDITION_INPUTS = ("kernels", "image")
@@ -48,26 +47,6 @@ LOGVAR_RANGE = (-20.0, 10.0)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
-
-
-def _positive_ints(name: str, value: Any, allow_empty: bool = False) -> None:
-    if (
-        not isinstance(value, tuple)
-        or (not value and not allow_empty)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
-        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name: str, value: Any, positive: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -146,32 +125,32 @@ class VisualDynamicsConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_ints("motion_channels", self.motion_channels)
-        _positive_ints("image_channels", self.image_channels, allow_empty=True)
-        _positive_ints("decoder_channels", self.decoder_channels)
+        check_ints("motion_channels", self.motion_channels)
+        check_ints("image_channels", self.image_channels, allow_empty=True)
+        check_ints("decoder_channels", self.decoder_channels)
         for name in ("z_channels", "z_size", "kernel_channels", "num_kernels", "kernel_size", "num_scales"):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("bank_size", "beta_doubling_steps"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("pairs_per_clip", self.pairs_per_clip, minimum=0)
+            check_int(name, getattr(self, name))
+        check_int("pairs_per_clip", self.pairs_per_clip, minimum=0)
         for name in ("kernel_size", "decoder_kernel"):
             value = getattr(self, name)
-            _positive_int(name, value)
+            check_int(name, value)
             if value % 2 == 0:
                 raise ConfigError(f"{name} must be odd (same-size convolution), got {value}")
         if self.z_size > self.image_size:
             raise ConfigError(f"z_size must be <= image_size ({self.image_size}), got {self.z_size}")
-        _positive_int("pyramid_top", self.pyramid_top)
+        check_int("pyramid_top", self.pyramid_top)
         ratio = self.pyramid_top // self.image_size
         if self.pyramid_top % self.image_size or ratio & (ratio - 1):
             raise ConfigError(f"pyramid_top must be image_size ({self.image_size}) times 2**k, got {self.pyramid_top}")
         smallest = self.pyramid_top >> (self.num_scales - 1)
         if smallest < 4 or smallest << (self.num_scales - 1) != self.pyramid_top:
             raise ConfigError(f"num_scales={self.num_scales} halves pyramid_top={self.pyramid_top} below 4 px or oddly")
-        _number("target_scale", self.target_scale)
-        _number("recon_weight", self.recon_weight)
-        _number("kl_weight", self.kl_weight, positive=False)
-        _number("beta_start", self.beta_start)
+        check_number("target_scale", self.target_scale, positive=True)
+        check_number("recon_weight", self.recon_weight, positive=True)
+        check_number("kl_weight", self.kl_weight)
+        check_number("beta_start", self.beta_start, positive=True)
         if self.beta_start > 1:
             raise ConfigError(f"beta_start must be in (0, 1], got {self.beta_start!r}")
         if self.sample_from not in SAMPLE_SOURCES:
