@@ -31,6 +31,39 @@ class PredictorProtocol(Protocol):
     ) -> Prediction: ...
 
 
+def condition_kind(predictor: PredictorProtocol) -> str:
+    """``"eta"``, ``"direction"`` or ``""`` (see :attr:`imagine_ros.models.base.Method.condition_kind`); predictors
+    that do not say are η models when they take a condition."""
+    kind = getattr(predictor, "condition_kind", None)
+    return str(kind) if kind is not None else ("eta" if predictor.condition_dim else "")
+
+
+def conditions_for(
+    predictor: PredictorProtocol, eta: np.ndarray, ee_start: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The ``conditions`` argument that asks ``predictor`` for futures whose arm ends at ``eta`` (B, 3) metres.
+
+    None for a model without a condition; ``eta`` itself for η models; for push-direction models
+    (``condition_kind == "direction"``) the one-hot class of the push ``eta - ee_start``, where ``ee_start`` (B, 3)
+    is the end effector in the start frame (the label such a model was trained with).
+    """
+    kind = condition_kind(predictor)
+    if not kind:
+        return None
+    eta = np.asarray(eta, dtype=np.float32)
+    if kind == "eta":
+        return eta
+    if kind != "direction":
+        raise ValueError(f"unknown condition kind {kind!r}")
+    if ee_start is None:
+        raise ValueError("a push-direction model needs ee_start, the end effector in the start frame")
+    from imagine_ros.models.imaginator import push_direction
+
+    bins = int(predictor.condition_dim)
+    cls = push_direction(torch.from_numpy(eta - np.asarray(ee_start, dtype=np.float32)), bins).numpy()
+    return np.eye(bins, dtype=np.float32)[cls]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None -> the first CUDA device when there is one, else the CPU."""
     if device in (None, "auto"):
@@ -78,6 +111,7 @@ class Predictor:
         self.image_size = model.config.image_size
         self.horizon = model.config.horizon
         self.condition_dim = model.config.condition_dim
+        self.condition_kind = model.condition_kind
         self.flow_threads = flow_threads or max(1, min(4, os.cpu_count() or 1))
 
     @classmethod
@@ -94,7 +128,9 @@ class Predictor:
     ) -> Prediction:
         """images: (B, H, W, 3) uint8; conditions: (B, C) η in the data's units (metres), or None -> Prediction.
 
-        Without conditions a conditioned model gets the training mean of η (zeros after normalisation).
+        Without conditions a conditioned model gets the training mean of η (zeros after normalisation). A
+        push-direction model (``condition_kind == "direction"``) takes (B, direction_bins) class vectors instead of η,
+        used as given (:func:`conditions_for` makes them from η).
         """
         t0 = time.perf_counter()
         images, conditions = check_request(images, conditions, num_samples, self.image_size, self.condition_dim)
@@ -103,7 +139,8 @@ class Predictor:
         if self.condition_dim and conditions is None:
             cond = torch.zeros(len(images), self.condition_dim, device=self.device)
         elif self.condition_dim:
-            normed = self.normalizer.normalize(conditions) if self.normalizer is not None else conditions
+            eta = self.condition_kind == "eta" and self.normalizer is not None
+            normed = self.normalizer.normalize(conditions) if eta else conditions
             cond = torch.as_tensor(np.asarray(normed, dtype=np.float32), device=self.device)
         generator = torch.Generator(device="cpu")
         if seed is None:

@@ -18,11 +18,13 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from imagine_ros.constants import CONDITION
 from imagine_ros.errors import ConfigError
 
 PRESETS = ("tiny", "small", "paper")
@@ -125,6 +127,20 @@ class Method(nn.Module, ABC):
         generator: torch.Generator | None = None,
     ) -> Sample:
         """Sample ``num_samples`` futures per input (shapes in the module docstring)."""
+
+    @property
+    def condition_kind(self) -> str:
+        """What the condition is: ``"eta"``, the end-effector target η (normalised by the data's
+        :class:`~imagine_ros.training.clips.ConditionNormalizer`; every conditioned method), ``"direction"``, a one-hot
+        push-direction class (ImaGINator's paper-style label), or ``""`` for a model without one."""
+        return "eta" if self.config.condition_dim else ""
+
+    def batch_condition(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The condition of a batch of training clips (:class:`~imagine_ros.training.clips.ClipDataset` keys):
+        ``batch["condition"]`` (B, C), the normalised η, or None for a model without a condition."""
+        if not self.config.condition_dim:
+            return None
+        return batch[CONDITION]
 
     @property
     def device(self) -> torch.device:

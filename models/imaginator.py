@@ -43,6 +43,7 @@ covers the transposed 3D convolutions too.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from imagine_ros.constants import EE, X0
 from imagine_ros.errors import ConfigError
 from imagine_ros.models.base import Method, MethodConfig, Sample, check_int, check_ints, randn
 
@@ -489,6 +491,21 @@ class ImaGINator(Method):
             raise ValueError(f"{name} must have shape (B, {t}, 3, {s}, {s}), got {tuple(video.shape)}")
 
     # -- public API ----------------------------------------------------------------------------------------------------
+
+    @property
+    def condition_kind(self) -> str:
+        if not self.config.condition_dim:
+            return ""
+        return "direction" if self.config.condition == "direction" else "eta"
+
+    def batch_condition(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """``condition="direction"``: the one-hot push direction (B, direction_bins) of ``batch["ee"]`` (B, T + 1, 3)
+        metres (:func:`direction_condition`); otherwise as :meth:`Method.batch_condition`."""
+        if self.condition_kind != "direction":
+            return super().batch_condition(batch)
+        if EE not in batch:
+            raise ValueError("condition='direction' needs the clips' end-effector track batch['ee'] (B, T + 1, 3)")
+        return direction_condition(batch[EE], self.config.direction_bins, dtype=batch[X0].dtype)
 
     def generate(self, x0: torch.Tensor, condition: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
         """One video per input. x0 (B, 3, S, S) in [-1, 1]; condition (B, C) or None; z (B, z_dim) or None (drawn

@@ -22,7 +22,7 @@ from imagine_ros.models.imaginator import (
     direction_condition,
     push_direction,
 )
-from imagine_ros.predictor import Predictor
+from imagine_ros.predictor import Predictor, conditions_for
 from imagine_ros.sim.collect import collect_push
 from imagine_ros.training.steps.imaginator import ImaGINatorStep, batch_condition
 from imagine_ros.training.trainer import TrainConfig
@@ -327,3 +327,58 @@ def test_trainer_trains_all_three_networks_and_the_predictor_uses_dis(data, tmp_
     images = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
     p = pred.predict(images, np.array([[0.5, 0.0, 0.1]]), num_samples=2, seed=1)
     assert p.flow_source == "dis" and p.frames.shape == (1, 2, 4, 16, 16, 3) and p.flows.shape == (1, 2, 4, 16, 16, 2)
+
+
+def test_direction_model_trains_and_predicts_from_push_directions(data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--method", "imaginator", "--config", "tiny", "--data", str(data), "--out", str(run)]
+    args += ["--set", "condition=direction", "--set", "condition_dim=8", "--batch-size", "2", "--workers", "0"]
+    args += ["--steps", "1", "--val-clips", "2", "--val-samples", "2", "--no-progress", "--device", "cpu"]
+    assert cli_main(args) == 0
+    pred = Predictor.from_checkpoint(run / "model", device="cpu")
+    assert pred.condition_kind == "direction" and pred.condition_dim == 8
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"conditions must have shape \(2, 8\)"):
+        pred.predict(images, np.zeros((2, 3), np.float32))  # eta is not this model's condition
+    start = np.array([[0.5, 0.0, 0.1], [0.5, 0.0, 0.1]], np.float32)
+    eta = start + np.array([[0.0, 0.1, 0.0], [-0.1, 0.0, 0.05]], np.float32)  # +y, then -x
+    conds = conditions_for(pred, eta, start)
+    assert conds.tolist() == np.eye(8)[[2, 4]].tolist()
+    with pytest.raises(ValueError, match="needs ee_start"):
+        conditions_for(pred, eta)
+    a = pred.predict(images, conds, num_samples=1, seed=0).frames
+    b = pred.predict(images, conds[::-1].copy(), num_samples=1, seed=0).frames
+    assert not np.array_equal(a, b)  # the class reaches the generator, unnormalised
+    gif = tmp_path / "sweep.gif"
+    assert (
+        cli_main(
+            [
+                "eta-sweep",
+                "--checkpoint",
+                str(run / "model.json"),
+                "--data",
+                str(data),
+                "--out",
+                str(gif),
+                "--episode",
+                "1",
+                "--eta",
+                "0.5,0.1,0.1",
+                "--eta",
+                "0.4,0.0,0.1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert gif.stat().st_size > 0
+
+
+def test_conditions_for_eta_and_unconditioned_models():
+    eta = np.array([[0.5, 0.1, 0.1]], np.float32)
+    eta_model = Predictor(tiny(), device="cpu")
+    assert eta_model.condition_kind == "eta"
+    assert np.array_equal(conditions_for(eta_model, eta), eta)
+    blind = Predictor(tiny(condition_dim=0), device="cpu")
+    assert blind.condition_kind == "" and conditions_for(blind, eta) is None

@@ -272,6 +272,7 @@ def test_worker_speaks_raw_mdp02(copy_predictor):
         router.send_multipart([ident, mdp.MDPW, mdp.W_REQUEST, b"client-2", b"", *codec.encode_info_request()])
         info = codec.decode_reply(recv(router)[5:])
         assert info.type == "info" and info.fields["image_size"] == 16 and info.fields["condition_dim"] == 0
+        assert info.fields["condition_kind"] == ""
 
         # heartbeats every interval
         t0, beats = time.monotonic(), 0
@@ -352,6 +353,7 @@ def test_remote_predictor_equals_in_process_predictor_for_a_seed(checkpoints, vd
                 3,
                 3,
             )
+            assert remote.condition_kind == "eta"
             img = images(2, seed=1)
             cond = np.array([[0.1, 0.2, 0.3], [0.0, -0.1, 0.2]], np.float32)
             for c, seed in [(cond, 5), (None, 6)]:

@@ -162,7 +162,9 @@ def _add_eta_sweep(sub: argparse._SubParsersAction) -> None:
         "eta-sweep",
         help="animate one start frame towards several end-effector targets eta (one GIF row per eta)",
         description="Sample a conditioned method (cinn, imaginator, ...) from one dataset frame once per --eta "
-        "(same seed for every row), and write the futures as a GIF, one row per eta.",
+        "(same seed for every row), and write the futures as a GIF, one row per eta, with a magenta cross where eta "
+        "projects into the image. A push-direction model gets the direction from the start frame's end effector "
+        "to eta.",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
@@ -182,11 +184,26 @@ def _add_eta_sweep(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cli_eta_sweep)
 
 
+def mark_target(video: np.ndarray, uv: np.ndarray, colour: tuple[int, int, int] = (255, 0, 255)) -> np.ndarray:
+    """A copy of ``video`` (T, H, W, 3) uint8 with a small cross at pixel ``uv`` (u = column, v = row) in every
+    frame; a target outside the image is left out."""
+    out = video.copy()
+    h, w = out.shape[1:3]
+    if not np.all(np.isfinite(uv)):
+        return out
+    u, v = (int(round(float(c))) for c in uv)
+    for du, dv in ((0, 0), (-2, 0), (-1, 0), (1, 0), (2, 0), (0, -2), (0, -1), (0, 1), (0, 2)):
+        if 0 <= u + du < w and 0 <= v + dv < h:
+            out[:, v + dv, u + du] = colour
+    return out
+
+
 def _cli_eta_sweep(args: argparse.Namespace) -> int:
     import cv2
 
-    from imagine_ros.predictor import Predictor
+    from imagine_ros.predictor import Predictor, conditions_for
     from imagine_ros.sim.storage import EpisodeStore
+    from imagine_ros.training.ee_detector import camera_from_meta, rescale_pixels
     from imagine_ros.viz import video_grid, write_gif
 
     pred = Predictor.from_checkpoint(args.checkpoint, device=args.device)
@@ -194,6 +211,8 @@ def _cli_eta_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint} ({pred.method}) takes no condition eta")
     store = EpisodeStore(args.data)
     s, h = pred.image_size, pred.horizon
+    if not 0 <= args.episode < len(store):
+        raise ConfigError(f"--episode must be in [0, {len(store) - 1}]")
     if not 0 <= args.frame or args.frame + h >= store.frames_per_episode:
         raise ConfigError(f"--frame must be in [0, {store.frames_per_episode - 1 - h}] for horizon {h}")
     image = store.read(args.episode, FRAMES, args.frame, args.frame + 1)[0]
@@ -208,15 +227,19 @@ def _cli_eta_sweep(args: argparse.Namespace) -> int:
         all_ee = np.concatenate([store.read(i, EE_POS) for i in store.split("train") or range(len(store))])
         rng = np.random.default_rng(args.seed)
         etas = np.concatenate([true, all_ee[rng.integers(0, len(all_ee), 4)]]).astype(np.float32)
-    if etas.ndim != 2 or etas.shape[1] != pred.condition_dim:
-        raise ConfigError(f"each --eta must have {pred.condition_dim} numbers")
+    if etas.ndim != 2 or etas.shape[1] != 3:
+        raise ConfigError("each --eta must have 3 numbers (x,y,z in metres, robot base frame)")
+    start = store.read(args.episode, EE_POS, args.frame, args.frame + 1)
+    conds = conditions_for(pred, etas, np.repeat(start, len(etas), 0))
+    camera = camera_from_meta(store.meta)
+    uv = rescale_pixels(camera.project(etas.astype(np.float64)), (camera.height, camera.width), (s, s))
     rows = []
-    for eta in etas:
-        out = pred.predict(image[None], eta[None], num_samples=1, seed=args.seed)
-        rows.append(np.concatenate([image[None], out.frames[0, 0]], 0))
+    for k in range(len(etas)):
+        out = pred.predict(image[None], conds[k : k + 1], num_samples=1, seed=args.seed)
+        rows.append(mark_target(np.concatenate([image[None], out.frames[0, 0]], 0), uv[k]))
     write_gif(args.out, video_grid(np.stack(rows)[:, None]), fps=4, scale=args.scale)
     shown = "; ".join(",".join(f"{v:.3f}" for v in e) for e in etas)
-    print(f"{args.out}: {len(etas)} rows, eta = {shown}")
+    print(f"{args.out}: {len(etas)} rows (magenta cross = eta's projection), eta = {shown}")
     return 0
 
 

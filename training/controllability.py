@@ -120,6 +120,7 @@ def controllability(
 
     from imagine_ros.sim.storage import EpisodeStore
     from imagine_ros.training.clips import EPISODE, START, ClipDataset, fixed_clips, tensor_to_frames
+    from imagine_ros.predictor import conditions_for
 
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise ConfigError(f"--clips must be an integer >= 1, got {clips!r}")
@@ -153,7 +154,7 @@ def controllability(
     conditioned = bool(predictor.condition_dim)
     steps = [(c, i) for c in (CONDITIONS if conditioned else CONDITIONS[:1]) for i in range(0, k, batch)]
     for cond, i in tqdm(steps, desc=f"controllability {name or predictor.method}", disable=not progress):
-        eta = etas[cond][i : i + batch] if conditioned else None
+        eta = conditions_for(predictor, etas[cond][i : i + batch], start[i : i + batch]) if conditioned else None
         pred = predictor.predict(x0[i : i + batch], eta, num_samples=samples, seed=seed + i)  # same noise per cond
         uv = detector.detect(np.ascontiguousarray(pred.frames[:, :, -1]))  # (b, N, 2) at the model's size
         detected[cond][i : i + batch] = rescale_pixels(uv, size, cam_size)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imagine_ros.constants import CONDITION, FUTURE, X0
+from imagine_ros.constants import CONDITION, EE, FUTURE, X0
 from imagine_ros.models import build
-from imagine_ros.predictor import Predictor, PredictorProtocol
+from imagine_ros.predictor import Predictor, PredictorProtocol, conditions_for
 from imagine_ros.training.clips import ClipDataset, fixed_clips, tensor_to_frames
 from imagine_ros.training.metrics import best_of_n
 
@@ -62,7 +62,8 @@ def evaluate(
     for i in tqdm(range(0, len(chosen), batch), desc=f"evaluate {name or predictor.method}", disable=not progress):
         chunk = chosen[i : i + batch]
         images = tensor_to_frames(torch.stack([c[X0] for c in chunk]))
-        conds = np.stack([c[CONDITION].numpy() for c in chunk]) if predictor.condition_dim else None
+        eta = np.stack([c[CONDITION].numpy() for c in chunk])
+        conds = conditions_for(predictor, eta, np.stack([c[EE][0].numpy() for c in chunk]))
         t0 = time.perf_counter()
         pred = predictor.predict(images, conds, num_samples=samples, seed=seed + i)
         seconds += time.perf_counter() - t0

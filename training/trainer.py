@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from imagine_ros.constants import CONDITION, EE, X0
 from imagine_ros.errors import ConfigError
 from imagine_ros.models import PRESETS, build, get_method
 from imagine_ros.models.checkpoint import save_checkpoint
@@ -235,7 +236,7 @@ class Trainer:
         self.train_set = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=cfg.stride, image_size=mc.image_size)
         self.normalizer = ConditionNormalizer.fit(self.train_set.store)
         self.train_set.normalizer = self.normalizer
-        if mc.condition_dim not in (0, self.normalizer.dim):
+        if model.condition_kind == "eta" and mc.condition_dim != self.normalizer.dim:
             raise ConfigError(
                 f"{cfg.method} expects a condition of size {mc.condition_dim}, the data gives {self.normalizer.dim}"
             )
@@ -333,7 +334,7 @@ class Trainer:
             chunk = self.val_clips[i : i + 8]
             x0 = torch.stack([c["x0"] for c in chunk]).to(self.device)
             future = torch.stack([c["future"] for c in chunk]).to(self.device)
-            cond = torch.stack([c["condition"] for c in chunk]).to(self.device) if model.config.condition_dim else None
+            cond = model.batch_condition({k: torch.stack([c[k] for c in chunk]).to(self.device) for k in (X0, EE, CONDITION)})
             out = model.sample(x0, cond, cfg.val_samples, generator=g)
             m = best_of_n(out.frames, future)
             for k in results:

@@ -233,6 +233,12 @@ class RemotePredictor:
         return int(self.info()["condition_dim"])
 
     @property
+    def condition_kind(self) -> str:
+        """``"eta"``, ``"direction"`` or ``""`` (workers that do not say serve η models)."""
+        info = self.info()
+        return str(info.get("condition_kind", "eta" if int(info["condition_dim"]) else ""))
+
+    @property
     def method(self) -> str:
         return str(self.info()["method"])
 

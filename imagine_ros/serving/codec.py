@@ -9,9 +9,9 @@ Body frames::
 Types and their fields (every other field is refused by name):
 
 - ``predict`` (client -> worker): ``num_samples`` int >= 1, ``seed`` int or nil; arrays ``images`` (B, H, W, 3) uint8
-  and optionally ``conditions`` (B, C) float32 (η in metres).
+  and optionally ``conditions`` (B, C) float32 (η in metres; one-hot push-direction classes for a direction model).
 - ``info`` (client -> worker): no fields; the reply is an ``info`` map (service, method, image_size, horizon,
-  condition_dim, max_batch, max_pixels, device).
+  condition_dim, condition_kind, max_batch, max_pixels, device).
 - ``prediction`` (worker -> client): ``method``, ``flow_source``, ``timing`` {stage: seconds}; arrays ``frames``
   (B, N, T, H, W, 3) uint8, ``flows`` (B, N, T, H, W, 2) float32, optionally ``masks`` (B, N, T, H, W) float32 and
   ``condition`` (B, C) float32.
@@ -49,7 +49,17 @@ REQUEST_FIELDS = {
 REQUEST_ARRAYS = {"predict": ({"images"}, {"conditions"}), "info": (set(), set())}  # (required, optional)
 REPLY_FIELDS = {
     "prediction": {"method", "flow_source", "timing"},
-    "info": {"service", "method", "image_size", "horizon", "condition_dim", "max_batch", "max_pixels", "device"},
+    "info": {
+        "service",
+        "method",
+        "image_size",
+        "horizon",
+        "condition_dim",
+        "condition_kind",
+        "max_batch",
+        "max_pixels",
+        "device",
+    },
     "error": {"code", "message"},
 }
 

@@ -39,7 +39,7 @@ import numpy as np
 import zmq
 
 from imagine_ros.prediction import Prediction
-from imagine_ros.predictor import PredictorProtocol, check_request
+from imagine_ros.predictor import PredictorProtocol, check_request, condition_kind
 from imagine_ros.serving import codec
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.curve import CurveClientKeys
@@ -135,6 +135,7 @@ class Worker:
             "image_size": int(predictor.image_size),
             "horizon": int(predictor.horizon),
             "condition_dim": int(predictor.condition_dim),
+            "condition_kind": condition_kind(predictor),
             "max_batch": self.max_batch,
             "max_pixels": self.max_pixels,
             "device": str(getattr(predictor, "device", "")),

@@ -43,17 +43,10 @@ PHASES = ("G", "D_I", "D_V")
 
 
 def batch_condition(model: ImaGINator, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The condition a batch gives ``model``: None (condition_dim 0), ``batch["condition"]`` (B, C) for
-    ``condition="eta"``, or the one-hot push direction (B, direction_bins) of ``batch["ee"]`` (B, T + 1, 3) metres
-    for ``condition="direction"``."""
-    cfg = model.config
-    if not cfg.condition_dim:
-        return None
-    if cfg.condition == "direction":
-        if EE not in batch:
-            raise ValueError("condition='direction' needs the clips' end-effector track batch['ee'] (B, T + 1, 3)")
-        return direction_condition(batch[EE], cfg.direction_bins, dtype=batch[X0].dtype)
-    return batch.get(CONDITION)
+    """The condition a batch gives ``model`` (:meth:`ImaGINator.batch_condition`): None (condition_dim 0),
+    ``batch["condition"]`` (B, C) for ``condition="eta"``, or the one-hot push direction (B, direction_bins) of
+    ``batch["ee"]`` (B, T + 1, 3) metres for ``condition="direction"``."""
+    return model.batch_condition(batch)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
