@@ -4,17 +4,19 @@
 # frame animated towards several end-effector targets eta and a motion-transfer GIF. The comparison with the other
 # methods (PSNR@N / SSIM@N, diversity, controllability against eta shuffled across clips) is
 # scripts/compare_methods.sh. Re-running resumes killed training runs. Settings via environment variables:
-#   DATA (data/push)  RUNS (runs)  OUT (results/cinn)  STEPS1 (800)  BATCH1 (8)  STEPS2 (1500)  BATCH2 (32)
-#   DEVICE (auto)  EPISODE (16, eta sweep)  QUERY (28) TARGET (32) (motion transfer; episodes of data/push's test split)
+#   DATA (data/push)  RUNS (runs)  CONFIG (small)  OUT (results/cinn)  STEPS1 (800)  BATCH1 (8)  STEPS2 (1000)
+#   BATCH2 (32)  DEVICE (auto)  EPISODE (16, eta sweep)  QUERY (28)  TARGET (32) (motion transfer)
+#   (episodes 16, 28 and 32 are in the test split of data/push as collected with seed 0)
 set -euo pipefail
 DATA=${DATA:-data/push}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-results/cinn}
 STEPS1=${STEPS1:-800}
 BATCH1=${BATCH1:-8}
-STEPS2=${STEPS2:-1500}
+STEPS2=${STEPS2:-1000}
 BATCH2=${BATCH2:-32}
 DEVICE=${DEVICE:-auto}
+CONFIG=${CONFIG:-small}
 EPISODE=${EPISODE:-16}
 QUERY=${QUERY:-28}
 TARGET=${TARGET:-32}
@@ -27,7 +29,7 @@ train() {  # train RUN_NAME STEPS [train options ...]
   if [ -f "$run/model.json" ] && python -c "import json,sys; sys.exit(json.load(open('$run/model.json'))['step'] < $steps)"; then
     return 0  # already trained to its steps
   fi
-  imagine-ros train --method cinn --config small --data "$DATA" --out "$run" --steps "$steps" \
+  imagine-ros train --method cinn --config "$CONFIG" --data "$DATA" --out "$run" --steps "$steps" \
     --device "$DEVICE" --no-progress "${resume[@]}" "$@"
 }
 

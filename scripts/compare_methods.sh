@@ -6,7 +6,8 @@
 # scripts/{imagineflow,imaginator,cinn}_experiment.sh and `imagine-ros train --method visual_dynamics ...`.
 # Settings via environment variables:
 #   DATA (data/push)  RUNS (runs)  OUT (results/comparison)  N (20 samples, evaluate)  CLIPS (60)
-#   CN (4 samples, controllability)  DETECTOR (runs/ee_detector; trained here when missing)  DEVICE (auto)
+#   CN (4 samples, controllability)  DETECTOR (runs/ee_detector; trained here when missing)
+#   DETECTOR_STEPS (train-detector's default)  DEVICE (auto)
 set -euo pipefail
 DATA=${DATA:-data/push}
 RUNS=${RUNS:-runs}
@@ -16,6 +17,7 @@ CN=${CN:-4}
 CLIPS=${CLIPS:-60}
 DETECTOR=${DETECTOR:-runs/ee_detector}
 DEVICE=${DEVICE:-auto}
+DETECTOR_STEPS=${DETECTOR_STEPS:-}
 
 ckpts=()
 for run in vd_push imagineflow_small imaginator_push imaginator3d_push cinn; do
@@ -26,7 +28,7 @@ if [ ${#ckpts[@]} -eq 0 ]; then
   exit 1
 fi
 if [ ! -f "$DETECTOR/ee_detector.json" ]; then
-  imagine-ros train-detector --data "$DATA" --out "$DETECTOR" --device "$DEVICE"
+  imagine-ros train-detector --data "$DATA" --out "$DETECTOR" --device "$DEVICE" ${DETECTOR_STEPS:+--steps "$DETECTOR_STEPS"}
 fi
 mkdir -p "$OUT/quality" "$OUT/controllability"
 imagine-ros evaluate --data "$DATA" "${ckpts[@]}" --split val --clips "$CLIPS" --samples "$N" \

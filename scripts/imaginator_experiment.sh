@@ -4,14 +4,15 @@
 # start frame under several end-effector targets eta. The comparison with the other methods (PSNR@N / SSIM@N,
 # diversity, controllability) is scripts/compare_methods.sh. Re-running resumes killed training runs.
 # Settings via environment variables:
-#   DATA (data/push)  RUNS (runs)  OUT (results/imaginator)  STEPS (1000)  DEVICE (auto)  THREADS (2, benchmark)
-#   EPISODE (16, the eta-sweep's episode; from the test split of data/push)
+#   DATA (data/push)  RUNS (runs)  CONFIG (small)  OUT (results/imaginator)  STEPS (1000)  DEVICE (auto)
+#   THREADS (2, benchmark)  EPISODE (16, the eta-sweep's episode; from the test split of data/push)
 set -euo pipefail
 DATA=${DATA:-data/push}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-results/imaginator}
 STEPS=${STEPS:-1000}
 DEVICE=${DEVICE:-auto}
+CONFIG=${CONFIG:-small}
 THREADS=${THREADS:-2}
 EPISODE=${EPISODE:-16}
 
@@ -23,7 +24,7 @@ train() {  # train RUN_NAME [--set KEY=VALUE ...]
   if [ -f "$run/model.json" ] && python -c "import json,sys; sys.exit(json.load(open('$run/model.json'))['step'] < $STEPS)"; then
     return 0  # already trained to STEPS
   fi
-  imagine-ros train --method imaginator --config small --data "$DATA" --out "$run" --steps "$STEPS" \
+  imagine-ros train --method imaginator --config "$CONFIG" --data "$DATA" --out "$run" --steps "$STEPS" \
     --device "$DEVICE" --no-progress "${resume[@]}" "$@"
 }
 
@@ -31,7 +32,7 @@ train imaginator_push
 train imaginator3d_push --set block=3d
 
 mkdir -p "$OUT"
-python benchmarks/bench_imaginator.py --presets small --threads "$THREADS" --json "$OUT/speed.json"
+python benchmarks/bench_imaginator.py --presets "$CONFIG" --threads "$THREADS" --json "$OUT/speed.json"
 for run in imaginator_push imaginator3d_push; do
   imagine-ros eta-sweep --checkpoint "$RUNS/$run/model.json" --data "$DATA" --episode "$EPISODE" \
     --device "$DEVICE" --out "$OUT/${run}_eta_sweep.gif"
