@@ -8,6 +8,7 @@
 #   DATA (data/push)  RUNS (runs)  OUT (results/comparison)  N (20 samples, evaluate)  CLIPS (60)
 #   CN (4 samples, controllability)  DETECTOR (runs/ee_detector; trained here when missing)
 #   DETECTOR_STEPS (train-detector's default)  DEVICE (auto)
+#   NAMES ("vd_push imagineflow_small imaginator_push imaginator3d_push cinn": the run folders under RUNS to compare)
 set -euo pipefail
 DATA=${DATA:-data/push}
 RUNS=${RUNS:-runs}
@@ -18,9 +19,10 @@ CLIPS=${CLIPS:-60}
 DETECTOR=${DETECTOR:-runs/ee_detector}
 DEVICE=${DEVICE:-auto}
 DETECTOR_STEPS=${DETECTOR_STEPS:-}
+NAMES=${NAMES:-vd_push imagineflow_small imaginator_push imaginator3d_push cinn}
 
 ckpts=()
-for run in vd_push imagineflow_small imaginator_push imaginator3d_push cinn; do
+for run in $NAMES; do
   if [ -f "$RUNS/$run/model.json" ]; then ckpts+=(--checkpoint "$RUNS/$run/model.json"); fi
 done
 if [ ${#ckpts[@]} -eq 0 ]; then

@@ -191,10 +191,45 @@ def test_measure_tells_a_model_that_ignores_eta(data, trained):
     # ... while another clip's η lies far from where the arm is: the control catches a model that ignores η
     assert result.shuffled_mean > max(2.0, 3 * result.true_mean), result
     assert result.random_mean > max(2.0, 3 * result.true_mean), result
+    # the control: futures sampled with another clip's η are exactly as close to the clip's own η as before
+    assert result.shuffled_to_true_mean == pytest.approx(result.true_mean, abs=1e-4)
     perm = raw["permutation"]
     assert not np.any(perm == np.arange(8))
     np.testing.assert_array_equal(raw["eta_shuffled"], raw["eta_true"][perm])
     np.testing.assert_allclose(raw["target_shuffled"], raw["target_true"][perm])
+
+
+class ObeyingPredictor:
+    """Puts the arm exactly where η says: every future frame is the dataset frame whose end effector is nearest to η
+    (perfect control, no dynamics)."""
+
+    method = "obey"
+    condition_dim = 3
+    image_size = SIZE
+    horizon = 3
+
+    def __init__(self, data):
+        store = EpisodeStore(data)
+        self.frames = np.concatenate([store.read(i, FRAMES) for i in range(len(store))])
+        self.ee = np.concatenate([store.read(i, EE_POS) for i in range(len(store))])
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None) -> Prediction:
+        nearest = np.linalg.norm(self.ee[None] - conditions[:, None], axis=-1).argmin(1)
+        frames = self.frames[nearest][:, None, None].repeat(num_samples, 1).repeat(self.horizon, 2)
+        flows = np.zeros((*frames.shape[:-1], 2), np.float32)
+        return Prediction(frames=frames, flows=flows, flow_source="native", method=self.method)
+
+
+def test_measure_credits_a_model_that_obeys_eta(data, trained):
+    model, _, _ = trained
+    result, raw = controllability(ObeyingPredictor(data), data, model, "train", clips=8, samples=1, progress=False)
+    # true and shuffled η are real end-effector positions, so the arm lands on them up to the detector's error ...
+    assert result.true_mean < 2 * result.detector_mean + 0.5 and result.shuffled_mean < 2 * result.detector_mean + 0.5
+    # ... and therefore away from the clip's own η when given another clip's
+    assert result.shuffled_to_true_mean > max(2.0, 3 * result.shuffled_mean), result
+    targets = raw["target_true"]
+    far = np.linalg.norm(targets[raw["permutation"]] - targets, axis=-1)
+    np.testing.assert_allclose(raw["dist_shuffled_to_true"][:, 0], far, atol=2 * result.detector_mean + 1.0)
 
 
 def test_controllability_cli_end_to_end(data, trained, tmp_path, capsys):
@@ -214,7 +249,7 @@ def test_controllability_cli_end_to_end(data, trained, tmp_path, capsys):
     assert [r["name"] for r in doc["results"]] == ["vd", "copy_last"]
     for r in doc["results"]:
         assert r["clips"] == 5 and r["samples"] == 2
-        for c in (*CONDITIONS, "detector"):
+        for c in (*CONDITIONS, "shuffled_to_true", "detector"):
             assert np.isfinite(r[f"{c}_mean"]) and 0 <= r[f"{c}_median"] < 2 * SIZE
     # copy_last's last frame is x0: under the true η it scores how far the arm moves, not the detector's error
     cl = doc["results"][1]

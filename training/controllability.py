@@ -8,7 +8,11 @@ samples N futures under three conditions:
   a height drawn from the training split's recorded end-effector heights (the heights the arm really uses: mostly
   the pushing height, sometimes lifted);
 - ``shuffled``: the true η of another clip (a random permutation without fixed points, so no clip keeps its own η).
-  This is the control: a model that ignores η scores the same as under ``true``.
+
+The control is the ``shuffled`` futures measured against the clip's *own* true η (``shuffled→true``): a model that
+ignores η puts the arm where it would anyway, so ``shuffled→true`` stays at ``true``; a model that obeys η follows
+the other clip's η, so ``shuffled`` is small and ``shuffled→true`` grows to about the distance between the two clips'
+targets.
 
 The end-effector detector (:mod:`imagine_ros.training.ee_detector`) finds the end effector in the *last* predicted
 frame; the score is its distance in pixels (of the dataset's camera image) to the projection of η through the
@@ -82,6 +86,8 @@ class ControllabilityResult:
     random_median: float
     shuffled_mean: float
     shuffled_median: float
+    shuffled_to_true_mean: float
+    shuffled_to_true_median: float
     detector_mean: float
     detector_median: float
     start_mean: float
@@ -93,7 +99,7 @@ class ControllabilityResult:
 
         return (
             f"| {self.name} | {self.method} | {cell('true')} | {cell('random')} | {cell('shuffled')} | "
-            f"{cell('detector')} |"
+            f"{cell('shuffled_to_true')} | {cell('detector')} |"
         )
 
 
@@ -163,6 +169,8 @@ def controllability(
     seconds = time.perf_counter() - t0
     dist = {c: np.linalg.norm(detected[c] - targets[c][:, None], axis=-1) for c in CONDITIONS}
     per_clip = {c: error_summary(dist[c].mean(1)) for c in CONDITIONS}
+    shuffled_to_true = np.linalg.norm(detected["shuffled"] - targets["true"][:, None], axis=-1)
+    per_clip["shuffled_to_true"] = error_summary(shuffled_to_true.mean(1))
     det = error_summary(detector_error)
     result = ControllabilityResult(
         name=name or predictor.method,
@@ -170,7 +178,7 @@ def controllability(
         condition_dim=int(predictor.condition_dim),
         clips=k,
         samples=samples,
-        **{f"{c}_{s}": per_clip[c][s] for c in CONDITIONS for s in ("mean", "median")},
+        **{f"{c}_{s}": per_clip[c][s] for c in (*CONDITIONS, "shuffled_to_true") for s in ("mean", "median")},
         detector_mean=det["mean"],
         detector_median=det["median"],
         start_mean=float(np.linalg.norm(camera.project(start.astype(np.float64)) - targets["true"], axis=-1).mean()),
@@ -181,6 +189,7 @@ def controllability(
         **{f"target_{c}": targets[c] for c in CONDITIONS},
         **{f"detected_{c}": detected[c] for c in CONDITIONS},
         **{f"dist_{c}": dist[c] for c in CONDITIONS},
+        "dist_shuffled_to_true": shuffled_to_true,
         "detector_error": detector_error,
         "permutation": perm,
     }
@@ -200,8 +209,11 @@ def table(results: list[ControllabilityResult], split: str, data: str | os.PathL
     head = (
         f"Dataset {data}, split {split}, {r0.clips if r0 else 0} clips, N = {r0.samples if r0 else 0} samples per "
         f"clip{det}.\nDistance in pixels from the end effector detected in the last predicted frame to the projection "
-        f"of η: mean (median) over clips. Lower is better; `true` well below `shuffled` means the model obeys η.\n\n"
-        "| predictor | method | true η px | random η px | shuffled η px | detector px |\n|---|---|---|---|---|---|"
+        f"of η: mean (median) over clips. `shuffled→true`: the futures sampled with another clip's η, measured "
+        f"against the clip's own true η. A model that obeys η has `true`, `random` and `shuffled` small and "
+        f"`shuffled→true` large; one that ignores η has `shuffled→true` equal to `true`.\n\n"
+        "| predictor | method | true η px | random η px | shuffled η px | shuffled→true px | detector px |\n"
+        "|---|---|---|---|---|---|---|"
     )
     return "\n".join([head, *(r.row() for r in results)])
 
