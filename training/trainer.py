@@ -334,7 +334,9 @@ class Trainer:
             chunk = self.val_clips[i : i + 8]
             x0 = torch.stack([c["x0"] for c in chunk]).to(self.device)
             future = torch.stack([c["future"] for c in chunk]).to(self.device)
-            cond = model.batch_condition({k: torch.stack([c[k] for c in chunk]).to(self.device) for k in (X0, EE, CONDITION)})
+            cond = model.batch_condition(
+                {k: torch.stack([c[k] for c in chunk]).to(self.device) for k in (X0, EE, CONDITION)}
+            )
             out = model.sample(x0, cond, cfg.val_samples, generator=g)
             m = best_of_n(out.frames, future)
             for k in results:

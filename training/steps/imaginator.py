@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagine_ros.constants import CONDITION, EE, FUTURE, X0
+from imagine_ros.constants import FUTURE, X0
 from imagine_ros.errors import ConfigError
-from imagine_ros.models.imaginator import ImaGINator, direction_condition
+from imagine_ros.models.imaginator import ImaGINator
 from imagine_ros.training.steps.base import TrainStep
 
 DEFAULT_LR = 2e-4
