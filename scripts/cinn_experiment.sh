@@ -21,20 +21,10 @@ EPISODE=${EPISODE:-16}
 QUERY=${QUERY:-28}
 TARGET=${TARGET:-32}
 
-train() {  # train RUN_NAME STEPS [train options ...]
-  local run="$RUNS/$1" steps=$2
-  shift 2
-  local resume=()
-  if [ -f "$run/config.json" ]; then resume=(--resume); fi
-  if [ -f "$run/model.json" ] && python -c "import json,sys; sys.exit(json.load(open('$run/model.json'))['step'] < $steps)"; then
-    return 0  # already trained to its steps
-  fi
-  imagine-ros train --method cinn --config "$CONFIG" --data "$DATA" --out "$run" --steps "$steps" \
-    --device "$DEVICE" --no-progress "${resume[@]}" "$@"
-}
+source "$(dirname "$0")/lib.sh"
 
-train cinn_s1 "$STEPS1" --stage 1 --batch-size "$BATCH1" --val-every 400
-train cinn "$STEPS2" --stage 2 --init "$RUNS/cinn_s1" --batch-size "$BATCH2" --val-every 500
+train_run cinn "$CONFIG" cinn_s1 "$STEPS1" --stage 1 --batch-size "$BATCH1" --val-every 400
+train_run cinn "$CONFIG" cinn "$STEPS2" --stage 2 --init "$RUNS/cinn_s1" --batch-size "$BATCH2" --val-every 500
 
 mkdir -p "$OUT"
 imagine-ros eta-sweep --checkpoint "$RUNS/cinn/model.json" --data "$DATA" --episode "$EPISODE" --device "$DEVICE" \

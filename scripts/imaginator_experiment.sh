@@ -16,20 +16,10 @@ CONFIG=${CONFIG:-small}
 THREADS=${THREADS:-2}
 EPISODE=${EPISODE:-16}
 
-train() {  # train RUN_NAME [--set KEY=VALUE ...]
-  local run="$RUNS/$1"
-  shift
-  local resume=()
-  if [ -f "$run/config.json" ]; then resume=(--resume); fi
-  if [ -f "$run/model.json" ] && python -c "import json,sys; sys.exit(json.load(open('$run/model.json'))['step'] < $STEPS)"; then
-    return 0  # already trained to STEPS
-  fi
-  imagine-ros train --method imaginator --config "$CONFIG" --data "$DATA" --out "$run" --steps "$STEPS" \
-    --device "$DEVICE" --no-progress "${resume[@]}" "$@"
-}
+source "$(dirname "$0")/lib.sh"
 
-train imaginator_push
-train imaginator3d_push --set block=3d
+train_run imaginator "$CONFIG" imaginator_push "$STEPS"
+train_run imaginator "$CONFIG" imaginator3d_push "$STEPS" --set block=3d
 
 mkdir -p "$OUT"
 python benchmarks/bench_imaginator.py --presets "$CONFIG" --threads "$THREADS" --json "$OUT/speed.json"

@@ -15,20 +15,10 @@ CLIPS=${CLIPS:-60}
 VD=${VD:-runs/vd_push/model.json}
 DEVICE=${DEVICE:-auto}
 
-train() {  # train RUN_NAME [--set KEY=VALUE ...]
-  local run="$RUNS/$1"
-  shift
-  local resume=()
-  if [ -f "$run/config.json" ]; then resume=(--resume); fi
-  if [ -f "$run/model.json" ] && python -c "import json,sys; sys.exit(json.load(open('$run/model.json'))['step'] < $STEPS)"; then
-    return 0  # already trained to STEPS
-  fi
-  imagine-ros train --method imagineflow --config small --data "$DATA" --out "$run" --steps "$STEPS" \
-    --device "$DEVICE" --no-progress "${resume[@]}" "$@"
-}
+source "$(dirname "$0")/lib.sh"
 
-train imagineflow_small
-train imagineflow_ablation --set bidirectional=false --set fusion=top --set synthesis=false
+train_run imagineflow small imagineflow_small "$STEPS"
+train_run imagineflow small imagineflow_ablation "$STEPS" --set bidirectional=false --set fusion=top --set synthesis=false
 
 ckpts=(--checkpoint "$RUNS/imagineflow_small/model.json" --checkpoint "$RUNS/imagineflow_ablation/model.json")
 if [ -f "$VD" ]; then ckpts+=(--checkpoint "$VD"); fi

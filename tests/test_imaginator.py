@@ -24,7 +24,7 @@ from imagine_ros.models.imaginator import (
 )
 from imagine_ros.predictor import Predictor, conditions_for
 from imagine_ros.sim.collect import collect_push
-from imagine_ros.training.steps.imaginator import ImaGINatorStep, batch_condition
+from imagine_ros.training.steps.imaginator import ImaGINatorStep
 from imagine_ros.training.trainer import TrainConfig
 
 GROUPS = {"G": "generator", "D_I": "d_image", "D_V": "d_video"}
@@ -120,7 +120,7 @@ def test_gan_phases_run_without_condition_and_for_other_horizons(overrides):
     step = ImaGINatorStep(model, train_config())
     batch = clips(model)
     if not model.config.condition_dim:
-        assert batch_condition(model, batch) is None
+        assert model.batch_condition(batch) is None
     for phase in step.phases(0):
         loss, _ = step.loss(phase, batch, model, 0)
         loss.backward()
@@ -287,7 +287,7 @@ def test_direction_condition_trains_the_generator_on_the_class():
         ImaGINatorConfig.preset("tiny", condition="direction")
     model = tiny(condition="direction", condition_dim=4, direction_bins=4).train()
     batch = clips(model)
-    cond = batch_condition(model, batch)
+    cond = model.batch_condition(batch)
     want = direction_condition(batch["ee"], 4)
     assert torch.equal(cond, want) and cond.shape == (2, 4)
     step = ImaGINatorStep(model, train_config())

@@ -19,7 +19,7 @@ generator nor the other discriminator gets a gradient there. Each optimizer ther
 of its own phase, with no change to the shared loop.
 
 Condition: ``condition="eta"`` uses ``batch["condition"]`` (normalised η); ``condition="direction"`` replaces it by
-the one-hot push direction of the clip's end-effector track ``batch["ee"]`` (:func:`batch_condition`).
+the one-hot push direction of the clip's end-effector track ``batch["ee"]`` (:meth:`ImaGINator.batch_condition`).
 """
 
 from __future__ import annotations
@@ -40,13 +40,6 @@ from imagine_ros.training.steps.base import TrainStep
 DEFAULT_LR = 2e-4
 DEFAULT_BETAS = (0.5, 0.999)
 PHASES = ("G", "D_I", "D_V")
-
-
-def batch_condition(model: ImaGINator, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The condition a batch gives ``model`` (:meth:`ImaGINator.batch_condition`): None (condition_dim 0),
-    ``batch["condition"]`` (B, C) for ``condition="eta"``, or the one-hot push direction (B, direction_bins) of
-    ``batch["ee"]`` (B, T + 1, 3) metres for ``condition="direction"``."""
-    return model.batch_condition(batch)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -114,7 +107,7 @@ class ImaGINatorStep(TrainStep):
         of ``phase`` and the floats to log."""
         m = self.model
         x0, future = batch[X0], batch[FUTURE]
-        cond = batch_condition(m, batch)
+        cond = m.batch_condition(batch)
         b, t = future.shape[:2]
         if phase == "G":
             index = torch.randint(t, (b,), device=x0.device)
