@@ -52,15 +52,46 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes in the validation split")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of episodes in the test split")
+    p.add_argument(
+        "--policy",
+        default="bair",
+        metavar="NAME",
+        help="collection policy: bair (random walk + pushes, default), planning (segments that execute a target eta "
+        "as the planner does) or mixed (planning episodes and a share of bair ones)",
+    )
+    p.add_argument(
+        "--horizon", type=int, default=10, help="planning/mixed: frames per segment, the models' horizon (default 10)"
+    )
+    p.add_argument(
+        "--policy-opt",
+        type=_env_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a planning-policy setting (repeatable; README 'Planning-matched data'), e.g. push_probability=0.7",
+    )
+    p.add_argument(
+        "--no-ground-truth",
+        action="store_true",
+        help="do not record depth, instance segmentation and part poses (no ground-truth flows)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_collect)
 
 
 def _cli_collect(args: argparse.Namespace) -> int:
-    from imagine_ros.sim.collect import collect_push, moved_fraction
+    from imagine_ros.sim.collect import clip_moved_fraction, collect_push, moved_fraction, policy_settings
     from imagine_ros.sim.storage import EpisodeStore
 
+    if args.policy == "bair" and args.policy_opt:
+        raise ConfigError("--policy-opt sets planning-policy settings; it needs --policy planning or mixed")
+    try:
+        policy = policy_settings(args.policy, args.horizon, **dict(args.policy_opt))
+    except TypeError as e:
+        raise ConfigError(f"unknown --policy-opt ({e})") from None
     options = dict(args.env_opt)
+    if args.no_ground_truth:
+        options["ground_truth"] = False
     if args.image_size is not None:
         options["image_size"] = args.image_size
     if args.num_objects is not None:
@@ -75,16 +106,22 @@ def _cli_collect(args: argparse.Namespace) -> int:
         frames=args.frames,
         shard_size=args.shard_size,
         env_options=options,
+        policy=policy,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         progress=not args.no_progress,
     )
     store = EpisodeStore(args.out)
     rate = report.frames_written / report.seconds if report.seconds > 0 and report.frames_written else 0.0
+    clips = ""
+    if args.policy != "bair":
+        frac, n = clip_moved_fraction(store)
+        clips = f"; in {frac:.0%} of its {n} planned clips"
     print(
         f"{args.out}: {len(store)} episodes x {store.frames_per_episode} frames "
         f"({len(report.shards_written)} shards written, {len(report.shards_skipped)} already complete; "
-        f"{rate:.0f} frames/s); objects moved > 2 cm in {moved_fraction(store):.0%} of episodes"
+        f"{rate:.0f} frames/s, {report.seconds:.0f} s); objects moved > 2 cm in {moved_fraction(store):.0%} of "
+        f"episodes{clips}"
     )
     return 0
 

@@ -25,6 +25,7 @@ import pybullet as p
 
 from imagine_ros.errors import ConfigError
 from imagine_ros.sim.camera import CameraConfig
+from imagine_ros.sim.ground_truth import part_poses, render_ground_truth, scene_parts
 from imagine_ros.sim.scene import ARM_JOINTS, DOWN, EE_LINK, PALETTE, PANDA_HOME, ObjectSpec, Scene, SceneConfig
 
 HAND_BEHIND = 0.10  # task reset option hand="behind": metres from the object's centre (objects are <= 10 cm)
@@ -53,6 +54,7 @@ class PushEnvConfig:
     camera_fov: float = 45.0
     camera_target: tuple[float, float, float] = (0.55, 0.0, 0.0)
     task: bool = False
+    ground_truth: bool = False  # render depth + instance segmentation with every frame (see ground_truth())
     success_tolerance: float = 0.03  # task mode: metres between object and goal (xy)
     goal_distance: tuple[float, float] = (0.08, 0.20)  # task mode: how far the goal is from the object's start
 
@@ -149,6 +151,8 @@ class PushEnv(gym.Env):
         self._image: np.ndarray | None = None
         self._goal = np.zeros(3)
         self._target_object = 0
+        self._gt: tuple[np.ndarray, np.ndarray] | None = None
+        self.parts = np.zeros((0, 2), np.int16)
 
     # ---------------------------------------------------------------------------------------------------- episode
     def _sample_specs(self, rng: np.random.Generator) -> list[ObjectSpec]:
@@ -172,11 +176,14 @@ class PushEnv(gym.Env):
             s.xy = self._free_spot(rng, s.radius, [(o.xy, o.radius) for o in specs[:k]])
         return specs
 
-    def _free_spot(self, rng: np.random.Generator, radius: float, taken: list) -> tuple[float, float]:
-        """A spot in the hand's reach, clear of ``taken`` [(xy, radius)] and of the hand."""
+    def _free_spot(
+        self, rng: np.random.Generator, radius: float, taken: list, shrink: float = 0.0
+    ) -> tuple[float, float]:
+        """A spot in the hand's reach (less ``shrink`` metres on every side), clear of ``taken`` [(xy, radius)] and of
+        the hand."""
         sc = self.scene.config
-        lo = np.array(sc.hand_low[:2]) + sc.spawn_margin
-        hi = np.array(sc.hand_high[:2]) - sc.spawn_margin
+        lo = np.array(sc.hand_low[:2]) + sc.spawn_margin + shrink
+        hi = np.array(sc.hand_high[:2]) - sc.spawn_margin - shrink
         hand = self._target[:2]
         xy = rng.uniform(lo, hi)
         for _ in range(200):
@@ -193,23 +200,52 @@ class PushEnv(gym.Env):
         self._target = np.array([0.55, 0.0, self.hand_low[2] + 0.10]) + np.r_[rng.uniform(-0.1, 0.1, 2), 0.0]
         self._target = np.clip(self._target, self.hand_low, self.hand_high)
         self.scene.build(self._sample_specs(rng))
+        self.parts = scene_parts(self.scene)
         self._settle_arm()
         if self.config.task:
             self._setup_task(rng, options)
         elif options:
             raise ConfigError(f"unknown reset option(s) {sorted(options)}; only task mode takes options")
-        self._image = self.scene.render()
+        self._render()
         return self._obs(), self._info(respawned=0)
 
+    def _render(self) -> None:
+        if self.config.ground_truth:
+            self._image, depth, instance = render_ground_truth(self.scene)
+            self._gt = (depth, instance)
+        else:
+            self._image = self.scene.render()
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """The ground truth of the current frame (env option ``ground_truth=True``): ``depth (H, W) float32`` metres,
+        ``instance (H, W) uint16``, ``part_pose (P, 7) float32`` of the parts in :attr:`parts` (see
+        :mod:`imagine_ros.sim.ground_truth`)."""
+        if not self.config.ground_truth or self._gt is None:
+            raise ConfigError("ground truth is recorded only with the env option ground_truth=True, after reset()")
+        depth, instance = self._gt
+        return {"depth": depth, "instance": instance, "part_pose": part_poses(self.scene, self.parts)}
+
     def _settle_arm(self) -> None:
-        """Put the arm at the initial target by IK (reset joint states, no dynamics), then let objects settle."""
-        c = self.scene.client
-        q = self._ik(self._target)
-        for j, v in zip(ARM_JOINTS, q):
-            c.resetJointState(self.scene.robot, j, v)
+        """Put the arm at the hand target and let everything come to rest before the first frame.
+
+        Inverse kinematics is iterated on reset joint states (no dynamics) until the hand sits within a millimetre of
+        the target, then the physics runs a quarter of a second with the arm driven to hold it, so that the first
+        frame shows a hand at rest where the episode says it starts (no-op actions then move nothing)."""
+        q = self._place_arm()
         self._drive(q)
-        for _ in range(max(1, self.config.physics_hz // 20)):
-            c.stepSimulation()
+        for _ in range(max(1, self.config.physics_hz // 4)):
+            self.scene.client.stepSimulation()
+
+    def _place_arm(self) -> list[float]:
+        """Reset the arm's joints (no dynamics) so that the hand is at the target; returns the joint angles."""
+        c = self.scene.client
+        for _ in range(30):
+            q = self._ik(self._target)
+            for j, v in zip(ARM_JOINTS, q):
+                c.resetJointState(self.scene.robot, j, v)
+            if np.linalg.norm(self.scene.ee_position() - self._target) < 1e-3:
+                break
+        return q
 
     def _setup_task(self, rng: np.random.Generator, options: dict) -> None:
         known = {"goal", "target_object", "hand"}
@@ -218,36 +254,74 @@ class PushEnv(gym.Env):
         k = int(options.get("target_object", 0))
         if not 0 <= k < len(self.scene.objects):
             raise ConfigError(f"target_object {k} out of range: the scene has {len(self.scene.objects)} objects")
+        hand = options.get("hand", "default")
+        if hand not in ("default", "behind"):
+            raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r}")
         self._target_object = k
         start = np.asarray(self.scene.object_poses()[0][k])
         if "goal" in options:
             goal_xy = np.asarray(options["goal"], dtype=float)[:2]
         else:
-            lo = np.array(self.scene.config.hand_low[:2]) + 0.03
-            hi = np.array(self.scene.config.hand_high[:2]) - 0.03
-            for _ in range(100):
-                ang = rng.uniform(-math.pi, math.pi)
-                dist = rng.uniform(*self.config.goal_distance)
-                goal_xy = start[:2] + dist * np.array([math.cos(ang), math.sin(ang)])
-                if np.all(goal_xy >= lo) and np.all(goal_xy <= hi):
+            goal_xy = None
+            for attempt in range(4):
+                goal_xy, ok = self._sample_goal(rng, start, hand == "behind")
+                if ok:
                     break
-            goal_xy = np.clip(goal_xy, lo, hi)
+                # no reachable pre-push spot for any goal direction (the object sits at the workspace's edge):
+                # move the object towards the middle and try again
+                others = [
+                    (xy[:2], o.radius)
+                    for j, (xy, o) in enumerate(zip(self.scene.object_poses()[0], self.scene.specs))
+                    if j != k
+                ]
+                spec = self.scene.specs[k]
+                self.scene.place(k, self._free_spot(rng, spec.radius, others, shrink=0.08 + 0.02 * attempt), spec.yaw)
+                start = np.asarray(self.scene.object_poses()[0][k])
         self._goal = np.array([goal_xy[0], goal_xy[1], start[2]])
-        hand = options.get("hand", "default")
         if hand == "behind":
             self._hand_behind(start, self._goal)
-        elif hand != "default":
-            raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r}")
+
+    def _sample_goal(self, rng: np.random.Generator, start: np.ndarray, behind: bool) -> tuple[np.ndarray, bool]:
+        """A goal ``goal_distance`` away from the object in a random direction, inside the reach box less 3 cm, and
+        (``behind``) with the pre-push spot behind the object reachable too. Returns (goal xy, found)."""
+        lo = np.array(self.scene.config.hand_low[:2]) + 0.03
+        hi = np.array(self.scene.config.hand_high[:2]) - 0.03
+        goal_xy = start[:2]
+        for _ in range(100):
+            ang = rng.uniform(-math.pi, math.pi)
+            unit = np.array([math.cos(ang), math.sin(ang)])
+            goal_xy = start[:2] + rng.uniform(*self.config.goal_distance) * unit
+            spot = start[:2] - (HAND_BEHIND + 0.02) * unit
+            reach = not behind or bool(np.all(spot >= self.hand_low[:2]) and np.all(spot <= self.hand_high[:2]))
+            if np.all(goal_xy >= lo) and np.all(goal_xy <= hi) and reach:
+                return goal_xy, True
+        return np.clip(goal_xy, lo, hi), False
 
     def _hand_behind(self, start: np.ndarray, goal: np.ndarray) -> None:
         """Set the hand's target at push height ``HAND_BEHIND`` metres behind the object, on the side away from the
-        goal (a pre-push pose: one straight motion through the object pushes it towards the goal). The reset's IK
-        leaves the hand a few cm above that target; it gets there within the first frames (any action holds it)."""
+        goal (a pre-push pose: one straight motion through the object pushes it towards the goal). Other objects
+        that stand where the hand goes are moved to free spots first; when the hand would still touch an object
+        there it goes back 1 cm at a time (up to 6 cm). The hand is settled before the first frame
+        (:meth:`_settle_arm`), so no-op actions move nothing."""
         d = goal[:2] - start[:2]
         d = d / max(float(np.linalg.norm(d)), 1e-9)
-        xy = start[:2] - HAND_BEHIND * d
-        self._target = np.clip(np.array([xy[0], xy[1], self.hand_low[2]]), self.hand_low, self.hand_high)
+        for extra in (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06):
+            xy = start[:2] - (HAND_BEHIND + extra) * d
+            self._target = np.clip(np.array([xy[0], xy[1], self.hand_low[2]]), self.hand_low, self.hand_high)
+            pos, _ = self.scene.object_poses()
+            for k, s in enumerate(self.scene.specs):
+                if k != self._target_object and np.linalg.norm(pos[k, :2] - self._target[:2]) < s.radius + 0.04:
+                    others = [(pos[j][:2], o.radius) for j, o in enumerate(self.scene.specs) if j != k]
+                    self.scene.place(k, self._free_spot(self.np_random, s.radius, others), s.yaw)
+                    pos, _ = self.scene.object_poses()
+            self._place_arm()
+            if not self._hand_touches_object():
+                break
         self._settle_arm()
+
+    def _hand_touches_object(self, margin: float = 0.01) -> bool:
+        c = self.scene.client
+        return any(c.getClosestPoints(self.scene.robot, body, margin) for body in self.scene.objects)
 
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(3)
@@ -265,7 +339,7 @@ class PushEnv(gym.Env):
                 self._drive(self._ik(start + frac * (self._target - start)))
             c.stepSimulation()
         respawned = self._respawn_strays()
-        self._image = self.scene.render()
+        self._render()
         obs, info = self._obs(), self._info(respawned)
         reward, terminated = 0.0, False
         if cfg.task:

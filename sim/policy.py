@@ -1,4 +1,4 @@
-"""A scripted BAIR-style random pushing policy.
+"""Scripted collection policies: BAIR-style random pushing, and planning-matched segments (:class:`PlanningPolicy`).
 
 BAIR's own policy is a uniform random walk of the hand (``dx, dy ~ U(-0.07, 0.07)`` m per action, a new action every
 two frames, occasional lifts). In a bin of 5-10 cm objects that walk alone moves an object in about two thirds of the
@@ -132,3 +132,119 @@ class BairPushPolicy:
         up = self._plan[-1][0].copy()
         up[2] = travel
         self._plan.append((self._clip(up), self.max_step))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# planning-matched policy
+
+#: Names ``imagine-ros collect --policy`` accepts.
+POLICIES = ("bair", "planning", "mixed")
+
+
+@dataclass(frozen=True)
+class PlanningPolicyConfig:
+    """Settings of :class:`PlanningPolicy` (metres, degrees)."""
+
+    horizon: int = 10  # frames per segment: the models' horizon (one η per segment)
+    push_probability: float = 0.65  # a segment through an object
+    approach_probability: float = 0.25  # a segment to a pre-push spot behind an object; the rest move freely
+    push_beyond: tuple[float, float] = (0.0, 0.15)  # how far past the object's centre a push's target lies
+    push_angle: float = 25.0  # std of a push direction around the hand -> object line
+    behind: tuple[float, float] = (0.09, 0.13)  # pre-push spot: distance behind the object's centre
+    push_lift: tuple[float, float] = (0.0, 0.01)  # target height above the pushing height, pushes and approaches
+    bair_probability: float = 0.0  # "mixed": share of whole episodes run by the BAIR-style policy instead
+
+    def __post_init__(self) -> None:
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ConfigError(f"planning policy horizon must be a positive integer, got {self.horizon!r}")
+        probs = (self.push_probability, self.approach_probability, self.bair_probability)
+        if not all(0.0 <= v <= 1.0 for v in probs) or self.push_probability + self.approach_probability > 1.0:
+            raise ConfigError(
+                "planning policy probabilities must be in [0, 1] and push + approach at most 1, got "
+                f"push={self.push_probability}, approach={self.approach_probability}, bair={self.bair_probability}"
+            )
+        for name in ("push_beyond", "behind", "push_lift"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"planning policy {name} must be a range 0 <= low <= high, got {(lo, hi)}")
+        if not 0 <= self.push_angle <= 90:
+            raise ConfigError(f"planning policy push_angle must be in [0, 90] degrees, got {self.push_angle}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class PlanningPolicy:
+    """Segments of exactly what the planner executes: every ``horizon`` frames a new target η is drawn, and the hand
+    moves from its current target towards η with :func:`imagine_ros.sim.motion.eta_actions` (the planner's
+    executor), reaching it at the segment's last frame. A segment is
+
+    - a **push** (``push_probability``): η lies beyond a random object on the line from the hand through it (the
+      direction turned by a random angle, std ``push_angle``), ``push_beyond`` past its centre, at pushing height;
+    - an **approach** (``approach_probability``): η is a pre-push spot ``behind`` metres behind a random object,
+      seen from a random direction, at pushing height (the planner's tasks start there);
+    - a **free** move: η uniform in the hand's workspace box (any height).
+
+    The first segment of an episode is an approach or a free move. After :meth:`act`, :attr:`segment_started` says
+    whether this frame began a segment and :attr:`eta` is that segment's target (the clip's condition).
+    """
+
+    def __init__(
+        self, hand_low, hand_high, max_step: float, rng: np.random.Generator, config: PlanningPolicyConfig | None = None
+    ):
+        from imagine_ros.sim.motion import eta_actions
+
+        self._eta_actions = eta_actions
+        self.low = np.asarray(hand_low, dtype=np.float64)
+        self.high = np.asarray(hand_high, dtype=np.float64)
+        self.max_step = float(max_step)
+        self.rng = rng
+        self.config = config or PlanningPolicyConfig()
+        self._actions: list[np.ndarray] = []
+        self.eta = np.zeros(3)
+        self.segment_started = False
+        self.kind = ""
+        self._first = True
+
+    @classmethod
+    def for_env(cls, env, rng: np.random.Generator, config: PlanningPolicyConfig | None = None) -> PlanningPolicy:
+        base = env.unwrapped
+        return cls(base.hand_low, base.hand_high, base.config.max_step, rng, config)
+
+    def reset(self) -> None:
+        self._actions, self._first, self.segment_started = [], True, False
+
+    def act(self, info: dict) -> np.ndarray:
+        """info: the env's info dict (``ee_target`` (3,), ``object_pos`` (K, 3)) -> action (3,) float32 metres."""
+        self.segment_started = not self._actions
+        if self.segment_started:
+            target = np.asarray(info["ee_target"], dtype=np.float64)
+            self.eta = self._draw_eta(target, np.asarray(info["object_pos"], dtype=np.float64))
+            self._actions = list(self._eta_actions(target, self.eta, self.config.horizon, self.max_step))
+        return np.asarray(self._actions.pop(0), dtype=np.float32)
+
+    def _draw_eta(self, hand: np.ndarray, objects: np.ndarray) -> np.ndarray:
+        c, rng = self.config, self.rng
+        u = rng.random()
+        if self._first:  # never push from the raised start: get into place first
+            u = c.push_probability + u * (1.0 - c.push_probability)
+            self._first = False
+        low_z = self.low[2]
+        if len(objects) and u < c.push_probability:
+            self.kind = "push"
+            obj = objects[int(rng.integers(len(objects)))]
+            d = obj[:2] - hand[:2]
+            base = math.atan2(d[1], d[0]) if np.linalg.norm(d) > 1e-6 else rng.uniform(-math.pi, math.pi)
+            ang = base + math.radians(rng.normal(0.0, c.push_angle))
+            xy = obj[:2] + rng.uniform(*c.push_beyond) * np.array([math.cos(ang), math.sin(ang)])
+            eta = np.array([xy[0], xy[1], low_z + rng.uniform(*c.push_lift)])
+        elif len(objects) and u < c.push_probability + c.approach_probability:
+            self.kind = "approach"
+            obj = objects[int(rng.integers(len(objects)))]
+            ang = rng.uniform(-math.pi, math.pi)
+            xy = obj[:2] - rng.uniform(*c.behind) * np.array([math.cos(ang), math.sin(ang)])
+            eta = np.array([xy[0], xy[1], low_z + rng.uniform(*c.push_lift)])
+        else:
+            self.kind = "free"
+            eta = rng.uniform(self.low, self.high)
+        return np.clip(eta, self.low, self.high)

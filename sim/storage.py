@@ -39,6 +39,8 @@ TMP_RE = re.compile(r"^\.shard-\d{5}\.h5\.\d+\.tmp$")
 ALLOWED_EXTRA = re.compile(r"^(README.*|.*\.gif|.*\.mp4|.*\.png|.*\.txt|\.DS_Store)$")
 
 EpisodeFn = Callable[[dict, int, int], dict]
+#: Episode keys of per-frame images, stored one frame per HDF5 chunk so that reading a window is cheap.
+PER_FRAME_IMAGES = (FRAMES, "depth", "instance")
 
 
 def shard_name(shard: int) -> str:
@@ -108,7 +110,7 @@ def write_shard(path: Path, episodes: list[dict[str, Any]], compression: int = 4
                 data = np.stack([np.asarray(ep[key]) for ep in episodes])
                 kwargs: dict[str, Any] = {"track_times": False}
                 if data.ndim >= 2 and data.nbytes > 4096:
-                    chunks = (1, 1, *data.shape[2:]) if key == FRAMES else None
+                    chunks = (1, 1, *data.shape[2:]) if key in PER_FRAME_IMAGES else None
                     kwargs.update(compression="gzip", compression_opts=compression, shuffle=True, chunks=chunks or True)
                 f.create_dataset(key, data=data, **kwargs)
             f.attrs["complete"] = True

@@ -21,22 +21,7 @@ import numpy as np
 from imagine_ros.planning.cem import PlannerConfig, PlanResult, cem
 from imagine_ros.planning.costs import step_weights
 from imagine_ros.sim.env import PushEnv
-
-
-def eta_actions(start: np.ndarray, eta: np.ndarray, horizon: int, max_step: float) -> np.ndarray:
-    """The hand displacements that execute η: (horizon, 3) metres from ``start`` (the current hand target, (3,)).
-
-    The hand reaches η after ``horizon`` frames: x and y move in equal steps along the straight line, z moves to η's
-    height as fast as ``max_step`` allows (so a hand that starts lifted pushes along the floor, not on a slope).
-    """
-    start = np.asarray(start, dtype=np.float64).reshape(3)
-    eta = np.asarray(eta, dtype=np.float64).reshape(3)
-    t = np.arange(horizon + 1, dtype=np.float64)
-    path = start + (eta - start) * (t / horizon)[:, None]
-    dz = eta[2] - start[2]
-    path[:, 2] = start[2] + np.clip(dz, -max_step * t, max_step * t)
-    path[-1] = eta
-    return np.clip(np.diff(path, axis=0), -max_step, max_step)
+from imagine_ros.sim.motion import eta_actions  # noqa: F401  (the executor lives beside the simulator)
 
 
 class _CameraOff:
