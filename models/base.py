@@ -135,6 +135,12 @@ class Method(nn.Module, ABC):
         push-direction class (ImaGINator's paper-style label), or ``""`` for a model without one."""
         return "eta" if self.config.condition_dim else ""
 
+    @property
+    def extra_clip_keys(self) -> tuple[str, ...]:
+        """Optional clip keys the training step needs besides the default ones (e.g. ground-truth ``"flow"`` and
+        ``"visible"``, :mod:`imagine_ros.training.clips`); none by default."""
+        return ()
+
     def batch_condition(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """The condition of a batch of training clips (:class:`~imagine_ros.training.clips.ClipDataset` keys):
         ``batch["condition"]`` (B, C), the normalised η, or None for a model without a condition."""

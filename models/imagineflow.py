@@ -192,6 +192,14 @@ class ImagineFlowConfig(MethodConfig):
     # not in the paper (0 = its unsupervised training): weight of an L1 term pulling the chosen steps' flows towards
     # OpenCV DIS flows of the training clip (pseudo-labels, computed in the step); see the step's docstring
     flow_supervision: float = 0.0
+    # not in the paper (0 = off): supervision by the simulator's ground truth (datasets recorded with it). L1 end-point
+    # error of the forward flows of all T steps against the true forward flow, moving pixels (|flow| > 0.5 px)
+    # weighted gt_moving_boost times more; the same for the backward flows (gt_back_weight; costs data-loading time);
+    # binary cross-entropy of the soft forward consistency masks against the true visibility (gt_mask_weight)
+    gt_flow_weight: float = 0.0
+    gt_back_weight: float = 0.0
+    gt_mask_weight: float = 0.0
+    gt_moving_boost: float = 10.0
     # training: time steps per clip that are upsampled, warped, tested, synthesised and scored (0: all T)
     loss_steps: int = 2
     # perceptual term: "" = the ssim_l1 substitute; a path = VGG-19 features weights (models/perceptual.py)
@@ -267,8 +275,18 @@ class ImagineFlowConfig(MethodConfig):
         check_number("mask_temperature", self.mask_temperature, positive=True)
         for name in ("beta", "bivc_weight", "cc_weight", "pp_weight", "perceptual_weight", "kl_weight"):
             check_number(name, getattr(self, name))
-        for name in ("tv_weight", "mask_weight", "flow_supervision"):
+        for name in (
+            "tv_weight",
+            "mask_weight",
+            "flow_supervision",
+            "gt_flow_weight",
+            "gt_back_weight",
+            "gt_mask_weight",
+            "gt_moving_boost",
+        ):
             check_number(name, getattr(self, name))
+        if (self.gt_flow_weight or self.gt_mask_weight) and not self.bidirectional:
+            raise ConfigError("gt_flow_weight and gt_mask_weight train the forward branch: they need bidirectional")
         known = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
         layers = self.perceptual_layers
         if not isinstance(layers, tuple) or not layers or not set(layers) <= set(known):
@@ -505,6 +523,12 @@ class ImagineFlow(Method):
                 nn.init.kaiming_normal_(module.weight, a=0.2)
         with torch.no_grad():
             self.generator.head.weight.mul_(0.25)  # small initial flows (near-identity warps), still z-dependent
+
+    @property
+    def extra_clip_keys(self) -> tuple[str, ...]:
+        c = self.config
+        keys = ("flow", "visible") if c.gt_flow_weight or c.gt_mask_weight else ()
+        return keys + (("flow_back",) if c.gt_back_weight else ())
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _condition(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor | None:

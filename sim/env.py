@@ -15,7 +15,9 @@ bin this step), and in task mode ``target_object``, ``goal_pos``, ``goal_pixel``
 
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -32,6 +34,20 @@ HAND_BEHIND = 0.10  # task reset option hand="behind": metres from the object's 
 ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)  # Franka's joint torque limits, N m
 JOINT_LOW = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 JOINT_HIGH = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
+
+
+@dataclass
+class EnvState:
+    """A snapshot of a :class:`PushEnv` (see :meth:`PushEnv.save_state`)."""
+
+    state_id: int
+    target: np.ndarray
+    goal: np.ndarray
+    target_object: int
+    rng_state: dict
+    specs: list
+    image: np.ndarray | None
+    gt: tuple | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,7 @@ class PushEnv(gym.Env):
         self._goal = np.zeros(3)
         self._target_object = 0
         self._gt: tuple[np.ndarray, np.ndarray] | None = None
+        self._render_enabled = True
         self.parts = np.zeros((0, 2), np.int16)
 
     # ---------------------------------------------------------------------------------------------------- episode
@@ -209,7 +226,50 @@ class PushEnv(gym.Env):
         self._render()
         return self._obs(), self._info(respawned=0)
 
+    # ---------------------------------------------------------------------------------------------- snapshots
+    def save_state(self) -> EnvState:
+        """Snapshot of everything that determines the future: pybullet's own state (``saveState``: poses,
+        velocities, contacts and solver caches, so restoring is bit-exact), the hand target, the task, the random
+        generator (respawns) and the object specs. Release it with :meth:`discard_state`."""
+        return EnvState(
+            state_id=self.scene.client.saveState(),
+            target=self._target.copy(),
+            goal=self._goal.copy(),
+            target_object=self._target_object,
+            rng_state=copy.deepcopy(self.np_random.bit_generator.state),
+            specs=[(s.xy, s.yaw) for s in self.scene.specs],
+            image=None if self._image is None else self._image.copy(),
+            gt=self._gt,
+        )
+
+    def restore_state(self, state: EnvState) -> None:
+        """Return to a :meth:`save_state` snapshot (the same pybullet world: no reset in between)."""
+        self.scene.client.restoreState(state.state_id)
+        self._target = state.target.copy()
+        self._goal = state.goal.copy()
+        self._target_object = state.target_object
+        self.np_random.bit_generator.state = copy.deepcopy(state.rng_state)
+        for spec, (xy, yaw) in zip(self.scene.specs, state.specs):
+            spec.xy, spec.yaw = xy, yaw
+        self._image = None if state.image is None else state.image.copy()
+        self._gt = state.gt
+
+    def discard_state(self, state: EnvState) -> None:
+        self.scene.client.removeState(state.state_id)
+
+    @contextmanager
+    def physics_only(self):
+        """Within this context :meth:`step` renders nothing (the observation keeps the last image): for planners
+        that simulate candidates and need only the physics."""
+        old, self._render_enabled = self._render_enabled, False
+        try:
+            yield self
+        finally:
+            self._render_enabled = old
+
     def _render(self) -> None:
+        if not self._render_enabled:
+            return
         if self.config.ground_truth:
             self._image, depth, instance = render_ground_truth(self.scene)
             self._gt = (depth, instance)

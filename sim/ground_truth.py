@@ -184,7 +184,7 @@ def forward_flow(
     cam = np.concatenate([(uv - K[:2, 2]) / np.diag(K)[:2] * z[:, None], z[:, None]], 1)
     world = cam @ T_wc[:3, :3].T + T_wc[:3, 3]  # (N, 3)
     idx = part_index(np.asarray(instance0).reshape(-1), parts)  # (N,)
-    moving = idx >= 0
+    moving = idx >= 0  # pixels on a part that can move
     r0 = quat_to_matrix(np.asarray(pose0, dtype=np.float64)[:, 3:])  # (P, 3, 3)
     p0 = np.asarray(pose0, dtype=np.float64)[:, :3]
     rt = quat_to_matrix(poses[..., 3:])  # (T, P, 3, 3)
@@ -192,15 +192,15 @@ def forward_flow(
     rel = rt @ np.swapaxes(r0, -1, -2)[None]  # (T, P, 3, 3): R_t R_0^T
     shift = pt - np.einsum("tpij,pj->tpi", rel, p0)  # (T, P, 3)
     moved = np.broadcast_to(world, (t_steps, *world.shape)).copy()  # (T, N, 3)
-    if moving.any():
-        m_idx = idx[moving]
-        moved[:, moving] = np.einsum("tnij,nj->tni", rel[:, m_idx], world[moving]) + shift[:, m_idx]
+    for p in np.unique(idx[moving]):
+        sel = idx == p
+        moved[:, sel] = world[sel] @ np.swapaxes(rel[:, p], -1, -2) + shift[:, p, None]
     cam_t = moved @ T_cw[:3, :3].T + T_cw[:3, 3]  # (T, N, 3)
     zt = cam_t[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         uv_t = cam_t[..., :2] / zt[..., None] * np.diag(K)[:2] + K[:2, 2]
     nothing = np.asarray(instance0).reshape(-1) == NO_INSTANCE
-    uv_t[:, nothing] = uv[nothing]
+    uv_t[:, ~moving] = uv[~moving]  # static exactly (no round-trip error through the camera transforms)
     flow = uv_t - uv[None]
     inside = (zt > 0) & (uv_t[..., 0] >= -0.5) & (uv_t[..., 0] <= w - 0.5)
     inside &= (uv_t[..., 1] >= -0.5) & (uv_t[..., 1] <= h - 0.5)

@@ -10,10 +10,26 @@ key                 shape, dtype           meaning
 ``future``          (T, 3, H, W) float32   frames ``s + 1 .. s + T``, in [-1, 1]
 ``ee``              (T + 1, 3) float32     ``ee_pos[s .. s + T]``, metres (never normalised)
 ``actions``         (T, A) float32         ``actions[s .. s + T - 1]`` (``actions[t]`` moves frame t to t + 1)
-``condition``       (3,) float32           eta = ``ee_pos[s + T]`` (BAIR protocol), normalised if a normaliser is given
+``condition``       (3,) float32           η, normalised if a normaliser is given: the commanded target of the segment
+                                           that starts at ``s`` (planning-matched data), else ``ee_pos[s + T]`` (BAIR)
 ``episode``         int                    episode index in the dataset
 ``start``           int                    ``s``
 ==================  =====================  ==========================================================================
+
+Optional keys (ask with ``keys=``; they need a dataset recorded with ground truth, see
+:mod:`imagine_ros.sim.ground_truth`):
+
+==================  =====================  ==========================================================================
+``flow``            (T, 2, H, W) float32   ground-truth forward flow ``s -> s + t`` of every pixel of frame ``s`` (px)
+``visible``         (T, H, W) float32      1 where that pixel's surface point is still visible at ``s + t``, else 0
+``flow_back``       (T, 2, H, W) float32   ground-truth backward flow ``s + t -> s`` of every pixel of frame ``s + t``
+``visible_back``    (T, H, W) float32      1 where that pixel of frame ``s + t`` is visible in frame ``s``
+==================  =====================  ==========================================================================
+
+Which windows carry η (``eta=``): in a planning-matched dataset (``imagine-ros collect --policy planning``) a window
+is a clip only where a segment starts (``eta_start``), and η is that segment's commanded target (``"commanded"``,
+the default for such data): exactly what the planner sends. Elsewhere (BAIR-style data, or ``eta="reached"``) every
+window is a clip and η is where the hand is at its last frame.
 
 Pixel values map ``uint8 v -> v / 127.5 - 1`` (0 -> -1, 255 -> 1); :func:`tensor_to_frames` inverts it.
 Only the frames a window needs are read (HDF5 chunks are one frame each), and the HDF5 files are opened lazily in each
@@ -35,13 +51,49 @@ from torch.utils.data import Dataset
 
 from imagine_ros.constants import ACTIONS, CLIP_ACTIONS, CONDITION, EE, EE_POS, FRAMES, FUTURE, SPLITS, X0
 from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.sim.ground_truth import DEPTH, GT_KEYS, INSTANCE, PART_IDS, PART_POSE, forward_flow
 from imagine_ros.sim.storage import EpisodeStore
+
+ETA_START = "eta_start"  # the collection's keys (imagine_ros.sim.collect); repeated to keep this import light
+ETA_TARGET = "eta_target"
+
+
+def has_planned_segments(store: EpisodeStore) -> bool:
+    """Whether a dataset was collected with the planning-matched policy (it has ``eta_start``/``eta_target``)."""
+    return ETA_START in store.keys() and ETA_TARGET in store.keys()
+
+
+def ground_truth_of(store: EpisodeStore) -> tuple[np.ndarray, np.ndarray]:
+    """The camera (K, T_cam_world) a dataset's ground-truth flows need; a dataset without ground truth raises
+    :class:`DatasetError` naming what it lacks."""
+    missing = [k for k in GT_KEYS if k not in store.keys()]
+    if missing:
+        raise DatasetError(
+            f"{store.root} has no ground truth (it lacks {', '.join(missing)}): it was collected without it "
+            "(--no-ground-truth, an imagine_ros before ground truth, Shapes or an imported recording), so it cannot "
+            "give ground-truth flows or visibility; collect it again with ground truth (the default)"
+        )
+    try:
+        cam = store.meta["camera"]
+        return np.asarray(cam["K"], dtype=np.float64), np.asarray(cam["T_cam_world"], dtype=np.float64)
+    except (KeyError, TypeError):
+        raise DatasetError(
+            f"{store.root}/meta.json has no camera (K, T_cam_world); ground-truth flows need it"
+        ) from None
+
 
 #: Traceability keys of every clip (plain ints; ``default_collate`` makes them (B,) int64 tensors).
 EPISODE = "episode"
 START = "start"
-#: The clip keys a :class:`ClipDataset` can produce (``keys=`` selects a subset; EPISODE and START always come).
+#: The clip keys a :class:`ClipDataset` produces by default (EPISODE and START always come).
 CLIP_KEYS: tuple[str, ...] = (X0, FUTURE, EE, CLIP_ACTIONS, CONDITION)
+GT_FLOW = "flow"
+VISIBLE = "visible"
+GT_FLOW_BACK = "flow_back"
+VISIBLE_BACK = "visible_back"
+#: Ground-truth clip keys (datasets recorded with ground truth only).
+GT_CLIP_KEYS: tuple[str, ...] = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK)
+ETA_MODES = ("auto", "commanded", "reached")
 #: Default floor of the normaliser's standard deviation, in the data's units (metres: 1 mm).
 DEFAULT_MIN_STD = 1e-3
 NORMALIZER_TYPE = "condition_normalizer"
@@ -251,6 +303,7 @@ class ClipDataset(Dataset):
         image_size: int | Sequence[int] | None = None,
         normalizer: ConditionNormalizer | None = None,
         keys: Iterable[str] = CLIP_KEYS,
+        eta: str = "auto",
     ):
         self.store = root_or_store if isinstance(root_or_store, EpisodeStore) else EpisodeStore(root_or_store)
         if split not in SPLITS and split != "all":
@@ -259,9 +312,13 @@ class ClipDataset(Dataset):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         self.keys = tuple(keys)
-        unknown = [k for k in self.keys if k not in CLIP_KEYS]
+        unknown = [k for k in self.keys if k not in CLIP_KEYS + GT_CLIP_KEYS]
         if unknown:
-            raise ConfigError(f"unknown clip key {unknown[0]!r}; expected some of {', '.join(CLIP_KEYS)}")
+            raise ConfigError(
+                f"unknown clip key {unknown[0]!r}; expected some of {', '.join(CLIP_KEYS + GT_CLIP_KEYS)}"
+            )
+        if eta not in ETA_MODES:
+            raise ConfigError(f"eta must be one of {', '.join(ETA_MODES)}, got {eta!r}")
         if normalizer is not None and not isinstance(normalizer, ConditionNormalizer):
             raise ConfigError(f"normalizer must be a ConditionNormalizer, got {type(normalizer).__name__}")
         self.split, self.horizon, self.stride = split, int(horizon), int(stride)
@@ -278,9 +335,33 @@ class ClipDataset(Dataset):
         self.episodes = self.store.split(split)
         if not self.episodes:
             raise DatasetError(f"split {split!r} of {self.store.root} has no episodes")
-        self.window_starts: list[tuple[int, int]] = [
-            (e, s) for e in self.episodes for s in window_starts_of(self.num_frames, self.horizon, self.stride)
-        ]
+        self.gt = ground_truth_of(self.store) if any(k in GT_CLIP_KEYS for k in self.keys) else None
+        planned = has_planned_segments(self.store)
+        self.eta = ("commanded" if planned else "reached") if eta == "auto" else eta
+        if self.eta == "commanded":
+            if not planned:
+                raise DatasetError(
+                    f"{self.store.root} has no planned segments (it was not collected with --policy planning or "
+                    "mixed); use eta='reached' (η = where the hand is at a clip's last frame)"
+                )
+            seg = int(self.store.meta["config"]["policy"]["horizon"])
+            if seg != self.horizon:
+                raise ConfigError(
+                    f"the planned segments of {self.store.root} last {seg} frames but the horizon is {self.horizon}; "
+                    f"train with horizon {seg} or use eta='reached'"
+                )
+            self.window_starts = [
+                (e, int(s))
+                for e in self.episodes
+                for s in np.flatnonzero(self.store.read(e, ETA_START))
+                if s + self.horizon <= self.num_frames - 1
+            ]
+            if not self.window_starts:
+                raise DatasetError(f"split {split!r} of {self.store.root} has no planned segment (all BAIR episodes)")
+        else:
+            self.window_starts: list[tuple[int, int]] = [
+                (e, s) for e in self.episodes for s in window_starts_of(self.num_frames, self.horizon, self.stride)
+            ]
 
     def __len__(self) -> int:
         return len(self.window_starts)
@@ -306,7 +387,7 @@ class ClipDataset(Dataset):
             if EE in self.keys:
                 clip[EE] = torch.from_numpy(ee.copy())
             if CONDITION in self.keys:
-                eta = ee[-1]
+                eta = ee[-1] if self.eta == "reached" else self.store.read(episode, ETA_TARGET, s, s + 1)[0]
                 if self.normalizer is not None:
                     eta = self.normalizer.normalize(eta).astype(np.float32)
                 clip[CONDITION] = torch.from_numpy(np.ascontiguousarray(eta))
@@ -314,9 +395,43 @@ class ClipDataset(Dataset):
             clip[CLIP_ACTIONS] = torch.from_numpy(
                 np.asarray(self.store.read(episode, ACTIONS, s, s + t), dtype=np.float32).copy()
             )
+        if self.gt is not None:
+            clip.update(self._ground_truth(episode, s))
         clip[EPISODE] = int(episode)
         clip[START] = int(s)
         return clip
+
+    def _ground_truth(self, episode: int, s: int) -> dict[str, torch.Tensor]:
+        """The asked-for ground-truth keys of the window at ``s`` (module docstring), at :attr:`image_size`."""
+        t = self.horizon
+        depth = np.asarray(self.store.read(episode, DEPTH, s, s + t + 1), dtype=np.float32)
+        inst = self.store.read(episode, INSTANCE, s, s + t + 1)
+        pose = self.store.read(episode, PART_POSE, s, s + t + 1)
+        parts = self.store.read(episode, PART_IDS)
+        out: dict[str, torch.Tensor] = {}
+        if GT_FLOW in self.keys or VISIBLE in self.keys:
+            flow, vis = forward_flow(depth[0], inst[0], pose[0], pose[1:], depth[1:], parts, *self.gt)
+            out[GT_FLOW], out[VISIBLE] = self._resized(flow, vis)
+        if GT_FLOW_BACK in self.keys or VISIBLE_BACK in self.keys:
+            pairs = [
+                forward_flow(depth[k], inst[k], pose[k], pose[:1], depth[:1], parts, *self.gt) for k in range(1, t + 1)
+            ]
+            flow = np.concatenate([f for f, _ in pairs])
+            vis = np.concatenate([v for _, v in pairs])
+            out[GT_FLOW_BACK], out[VISIBLE_BACK] = self._resized(flow, vis)
+        prefix = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK)
+        return {k: v for k, v in out.items() if k in self.keys and k in prefix}
+
+    def _resized(self, flow: np.ndarray, visible: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, H, W, 2) pixels and (T, H, W) bool at the data's size -> (T, 2, h, w) and (T, h, w) float32 at the
+        clip's size (area averages; flows scaled to the new pixels)."""
+        f = torch.from_numpy(np.ascontiguousarray(flow)).permute(0, 3, 1, 2).contiguous()
+        v = torch.from_numpy(np.ascontiguousarray(visible)).to(torch.float32)
+        if self.image_size != self.data_size:
+            scale = torch.tensor([self.image_size[1] / self.data_size[1], self.image_size[0] / self.data_size[0]])
+            f = F.interpolate(f, size=self.image_size, mode="area") * scale[None, :, None, None]
+            v = F.interpolate(v[:, None], size=self.image_size, mode="area")[:, 0]
+        return f, v
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe data config for checkpoints (image size, horizon, ...)."""
@@ -331,6 +446,7 @@ class ClipDataset(Dataset):
                     "image_size": list(self.image_size),
                     "data_image_size": list(self.data_size),
                     "frames_per_episode": self.num_frames,
+                    "eta": self.eta,
                     "num_windows": len(self),
                 }
             )

@@ -42,7 +42,7 @@ from imagine_ros.constants import CONDITION, EE, X0
 from imagine_ros.errors import ConfigError
 from imagine_ros.models import PRESETS, build, get_method
 from imagine_ros.models.checkpoint import save_checkpoint
-from imagine_ros.training.clips import ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
+from imagine_ros.training.clips import CLIP_KEYS, ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
 from imagine_ros.training.metrics import best_of_n
 from imagine_ros.training.steps import get_step
 from imagine_ros.training.train_state import load_train_state, save_train_state
@@ -233,7 +233,14 @@ class Trainer:
             load_init(model, cfg.init)
         self.model = model.to(self.device)
         mc = model.config
-        self.train_set = ClipDataset(cfg.data, "train", horizon=mc.horizon, stride=cfg.stride, image_size=mc.image_size)
+        self.train_set = ClipDataset(
+            cfg.data,
+            "train",
+            horizon=mc.horizon,
+            stride=cfg.stride,
+            image_size=mc.image_size,
+            keys=CLIP_KEYS + tuple(model.extra_clip_keys),
+        )
         self.normalizer = ConditionNormalizer.fit(self.train_set.store)
         self.train_set.normalizer = self.normalizer
         if model.condition_kind == "eta" and mc.condition_dim != self.normalizer.dim:
