@@ -14,7 +14,10 @@ class Prediction:
     frames: (B, N, T, H, W, 3) uint8 RGB — N samples of T future frames per input image.
     flows:  (B, N, T, H, W, 2) float32 — for each pixel of the input image, its displacement (dx, dy) in pixels to
             where it is at future step t (forward flow, input -> frame t).
-    flow_source: "native" (the method predicts flows) or "dis" (estimated from the frames with OpenCV DIS).
+    flow_source: "native" (the method predicts flows), "dis" (estimated from the frames with OpenCV DIS) or
+            "ground_truth" (the simulator-backed predictor).
+    frames_synthesised: False for a flows-only prediction (``predict(..., flows_only=True)``): ``frames`` then only
+            repeats the input image (a read-only broadcast, no memory) and must not be shown as a future.
     masks:  (B, N, T, H, W) float32 in [0, 1] — visibility of input pixels at step t, when the method has them.
     condition: (B, C) float32, the η used (in the caller's units, not normalised), or None.
     method: the method's registry name; timing: seconds spent per stage ("model", "flow", "total").
@@ -27,6 +30,7 @@ class Prediction:
     condition: np.ndarray | None = None
     masks: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    frames_synthesised: bool = True
 
     def __post_init__(self) -> None:
         b, n, t, h, w, c = self.frames.shape

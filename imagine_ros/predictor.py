@@ -123,10 +123,24 @@ class Predictor:
         norm = ckpt.meta.get("normalizer")
         return cls(ckpt.model, ConditionNormalizer.from_dict(norm) if norm else None, device=dev)
 
+    @property
+    def supports_flows_only(self) -> bool:
+        """Whether ``predict(..., flows_only=True)`` skips frame synthesis for this method (see :meth:`predict`)."""
+        return type(self.model).sample_flows is not Method.sample_flows
+
     def predict(
-        self, images: np.ndarray, conditions: np.ndarray | None = None, num_samples: int = 1, seed: int | None = None
+        self,
+        images: np.ndarray,
+        conditions: np.ndarray | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+        flows_only: bool = False,
     ) -> Prediction:
         """images: (B, H, W, 3) uint8; conditions: (B, C) η in the data's units (metres), or None -> Prediction.
+
+        flows_only: the planner's fast path. For methods with native flows that do not depend on their frames
+        (:attr:`supports_flows_only`) only the flows are computed (the same flows as a full prediction with the same
+        seed) and ``frames`` repeats the input (``frames_synthesised`` False); other methods predict as usual.
 
         Without conditions a conditioned model gets the training mean of η (zeros after normalisation). A
         push-direction model (``condition_kind == "direction"``) takes (B, direction_bins) class vectors instead of η,
@@ -147,6 +161,22 @@ class Predictor:
             generator.seed()
         else:
             generator.manual_seed(int(seed))
+        if flows_only and self.supports_flows_only:
+            with torch.inference_mode():
+                wf = self.model.sample_flows(x0, cond, int(num_samples), generator=generator)
+            b, n, t = wf.shape[:3]
+            flows = wf.float().movedim(-3, -1).cpu().numpy().astype(np.float32, copy=False)
+            total = time.perf_counter() - t0
+            return Prediction(
+                frames=np.broadcast_to(images[:, None, None], (b, n, t, *images.shape[1:])),
+                flows=np.ascontiguousarray(flows),
+                flow_source="native",
+                method=self.method,
+                condition=conditions,
+                masks=None,
+                timing={"model": total, "flow": 0.0, "total": total},
+                frames_synthesised=False,
+            )
         with torch.inference_mode():
             out = self.model.sample(x0, cond, int(num_samples), generator=generator)
         frames = tensor_to_frames(out.frames)

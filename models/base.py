@@ -135,6 +135,17 @@ class Method(nn.Module, ABC):
         push-direction class (ImaGINator's paper-style label), or ``""`` for a model without one."""
         return "eta" if self.config.condition_dim else ""
 
+    def sample_flows(
+        self,
+        x0: torch.Tensor,
+        condition: torch.Tensor | None,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | None:
+        """Forward flows (B, N, T, 2, H, W) pixels without synthesising frames, for methods whose flows do not depend
+        on their frames (planning needs only flows); None (the default) where the method cannot."""
+        return None
+
     @property
     def extra_clip_keys(self) -> tuple[str, ...]:
         """Optional clip keys the training step needs besides the default ones (e.g. ground-truth ``"flow"`` and

@@ -672,6 +672,29 @@ class ImagineFlow(Method):
         }
 
     @torch.no_grad()
+    def sample_flows(
+        self,
+        x0: torch.Tensor,
+        condition: torch.Tensor | None,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The forward flows :meth:`sample` would return for the same generator state, (B, N, T, 2, H, W) pixels,
+        without the warps, consistency tests and synthesis (a fraction of the cost)."""
+        cfg = self.config
+        cond = self._condition(x0, condition)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        b, n, t, s = x0.shape[0], num_samples, cfg.horizon, cfg.image_size
+        z = randn((b * n, cfg.z_dim), generator, x0.device).to(x0.dtype)
+        feats, top = self.image_encoder(x0)
+        rep = [f.repeat_interleave(n, 0) for f in feats]
+        c = None if cond is None else cond.repeat_interleave(n, 0)
+        fwd, bwd = self.generator(z, rep, top.repeat_interleave(n, 0), c)
+        wf = invert_flow(upsample_flow(bwd.flatten(0, 1), s)) if fwd is None else upsample_flow(fwd.flatten(0, 1), s)
+        return wf.reshape(b, n, t, *wf.shape[1:])
+
+    @torch.no_grad()
     def sample(
         self,
         x0: torch.Tensor,

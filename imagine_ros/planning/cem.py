@@ -89,6 +89,7 @@ def slice_prediction(pred: Prediction, i: int) -> Prediction:
     """The ``i``-th input of a batched Prediction, as a Prediction with B = 1."""
     return Prediction(
         frames=pred.frames[i : i + 1].copy(),
+        frames_synthesised=pred.frames_synthesised,
         flows=pred.flows[i : i + 1].copy(),
         flow_source=pred.flow_source,
         method=pred.method,
@@ -211,15 +212,22 @@ class CEMPlanner:
         rng = np.random.default_rng(seed)
         max_batch = self.max_batch()
         batch = np.broadcast_to(image, (min(max_batch, cfg.samples), s, s, 3))
-        state = {"cost": np.inf, "pred": None, "calls": 0}
+        state = {"cost": np.inf, "pred": None, "calls": 0, "seed": None}
+        # the designated-pixel cost needs flows only: skip frame synthesis where the predictor can
+        fast = cfg.cost == "designated" and bool(getattr(self.predictor, "supports_flows_only", False))
 
         def score(cand: np.ndarray, it: int) -> np.ndarray:
             costs = np.empty(len(cand))
             for lo in range(0, len(cand), max_batch):
                 chunk = cand[lo : lo + max_batch].astype(np.float32)
                 pred_seed = None if seed is None else int(rng.integers(2**31 - 1))
+                kwargs = {"flows_only": True} if fast else {}
                 pred = self.predictor.predict(
-                    np.ascontiguousarray(batch[: len(chunk)]), chunk, num_samples=cfg.num_futures, seed=pred_seed
+                    np.ascontiguousarray(batch[: len(chunk)]),
+                    chunk,
+                    num_samples=cfg.num_futures,
+                    seed=pred_seed,
+                    **kwargs,
                 )
                 state["calls"] += 1
                 if cfg.cost == "designated":
@@ -231,6 +239,7 @@ class CEMPlanner:
                 j = int(np.argmin(c))
                 if c[j] < state["cost"]:
                     state["cost"], state["pred"] = float(c[j]), slice_prediction(pred, j)
+                    state["seed"] = pred_seed
             return costs
 
         eta, cost, per_it = cem(score, self.eta_low, self.eta_high, cfg, rng)
@@ -240,6 +249,15 @@ class CEMPlanner:
                 "infinite flows or frames"
             )
         prediction: Prediction = state["pred"]
+        if not prediction.frames_synthesised:  # the chosen candidate's frames, for the caller's pictures
+            full = self.predictor.predict(
+                image[None], eta[None].astype(np.float32), cfg.num_futures, seed=state["seed"]
+            )
+            state["calls"] += 1
+            prediction = Prediction(
+                full.frames, prediction.flows, prediction.flow_source, full.method, full.condition, full.masks,
+                {**prediction.timing, "frames": full.timing.get("total", 0.0)},
+            )  # fmt: skip
         nxt = None
         if designated is not None:
             step = min(cfg.execute_steps, prediction.horizon) - 1
