@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from imagine_ros import __version__
-from imagine_ros.errors import ConfigError, ImagineRosError
+from imagine_ros.errors import ConfigError, DatasetError, ImagineRosError
 
 
 def _env_option(text: str) -> tuple[str, object]:
@@ -136,6 +136,18 @@ def _add_gif(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=int, default=4, help="tiles per row (default 4)")
     p.add_argument("--scale", type=int, default=3, help="upscaling factor, nearest neighbour (default 3)")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: the dataset's frame rate)")
+    p.add_argument(
+        "--ground-truth",
+        action="store_true",
+        help="one row per episode: frames, ground-truth forward flow colours and visibility (white = visible) from "
+        "the start of each window of --window frames",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="--ground-truth: frames per window (default: the policy's horizon, or 10)",
+    )
     p.set_defaults(func=_cli_gif)
 
 
@@ -151,6 +163,8 @@ def _cli_gif(args: argparse.Namespace) -> int:
     if not indices:
         raise ConfigError(f"split {args.split!r} of {args.data} has no episodes")
     videos = np.stack([store.read(i, FRAMES) for i in indices])
+    if args.ground_truth:
+        return _gif_ground_truth(args, store, indices, videos)
     cols = max(1, min(args.columns, len(videos)))
     rows = -(-len(videos) // cols)
     blank = np.full((rows * cols - len(videos), *videos.shape[1:]), 255, np.uint8)
@@ -160,6 +174,41 @@ def _cli_gif(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: {len(indices)} episodes, {grid.shape[0]} frames, {grid.shape[2] * args.scale}x"
         f"{grid.shape[1] * args.scale} px"
+    )
+    return 0
+
+
+def _gif_ground_truth(args: argparse.Namespace, store, indices: list[int], videos) -> int:
+    import numpy as np
+
+    from imagine_ros.sim.ground_truth import DEPTH, INSTANCE, PART_IDS, PART_POSE, forward_flow
+    from imagine_ros.training.clips import ground_truth_of
+    from imagine_ros.viz import flow_to_rgb, video_grid, write_gif
+
+    K, T = ground_truth_of(store)
+    window = args.window or int(store.meta["config"].get("policy", {}).get("horizon", 10))
+    if window < 1:
+        raise ConfigError(f"--window must be at least 1, got {window}")
+    n, t_all, h, w, _ = videos.shape
+    flows = np.zeros((n, t_all, h, w, 2), np.float32)
+    vis = np.ones((n, t_all, h, w), bool)
+    for e, i in enumerate(indices):
+        ep = store.episode(i, keys=[DEPTH, INSTANCE, PART_IDS, PART_POSE])
+        depth = ep[DEPTH].astype(np.float32)
+        for s in range(0, t_all, window):
+            stop = min(s + window, t_all)
+            f, v = forward_flow(
+                depth[s], ep[INSTANCE][s], ep[PART_POSE][s], ep[PART_POSE][s:stop], depth[s:stop], ep[PART_IDS], K, T
+            )
+            flows[e, s:stop], vis[e, s:stop] = f, v
+    colours = flow_to_rgb(flows, max_magnitude=max(float(np.abs(flows).max()), 1e-6))
+    masks = np.repeat((vis * 255).astype(np.uint8)[..., None], 3, -1)
+    grid = video_grid(np.stack([videos, colours, masks], 1))
+    fps = args.fps or 1.0 / float(store.meta.get("frame_period_s", 0.2))
+    write_gif(args.out, grid, fps=fps, scale=args.scale)
+    print(
+        f"{args.out}: {len(indices)} episodes (rows: frames, ground-truth flow from each {window}-frame window's "
+        f"start, visibility), {grid.shape[0]} frames"
     )
     return 0
 
@@ -811,6 +860,14 @@ def _add_flow_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=8, help="N samples per clip (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clip choice and of sampling (default 0)")
     p.add_argument("--moving-px", type=float, default=1.0, help="'moving' = true motion reaches this many px (1)")
+    p.add_argument(
+        "--dense",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="dense EPE and push-outcome tables against ground truth (auto: when the dataset has ground truth)",
+    )
+    p.add_argument("--dense-moving-px", type=float, default=0.5, help="dense: a pixel moves from this many px (0.5)")
+    p.add_argument("--no-copy-last", action="store_true", help="dense: leave out the copy_last row")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
     p.add_argument("--out", metavar="DIR", default=None, help="also write flow_epe.json and flow_epe.md here")
     p.add_argument(
@@ -822,12 +879,31 @@ def _add_flow_eval(sub: argparse._SubParsersAction) -> None:
 
 def _cli_flow_eval(args: argparse.Namespace) -> int:
     from imagine_ros.predictor import Predictor
-    from imagine_ros.training.flow_eval import flow_epe, table, write_results
+    from imagine_ros.sim.storage import EpisodeStore
+    from imagine_ros.training.clips import ground_truth_of
+    from imagine_ros.training.evaluate import copy_last_like
+    from imagine_ros.training.flow_eval import (
+        dense_eval,
+        dense_table,
+        flow_epe,
+        table,
+        write_dense_results,
+        write_results,
+    )
 
-    results = []
+    dense = args.dense == "on"
+    if args.dense == "auto":
+        try:
+            ground_truth_of(EpisodeStore(args.data))
+            dense = True
+        except DatasetError:
+            dense = False
+    results, dense_results = [], []
+    predictors = []
     for c in args.checkpoint:
         name = Path(c).parent.name if Path(c).stem == "model" else Path(c).stem
-        pred = Predictor.from_checkpoint(c, device=args.device)
+        predictors.append((name, Predictor.from_checkpoint(c, device=args.device)))
+    for name, pred in predictors:
         results.append(
             flow_epe(
                 pred,
@@ -843,8 +919,28 @@ def _cli_flow_eval(args: argparse.Namespace) -> int:
             )
         )
     print(table(results, args.split, args.data))
+    if dense:
+        rows = predictors + ([] if args.no_copy_last else [("copy_last", copy_last_like(predictors[0][1]))])
+        for name, pred in rows:
+            dense_results.append(
+                dense_eval(
+                    pred,
+                    args.data,
+                    args.split,
+                    args.clips,
+                    args.samples,
+                    args.seed,
+                    name=name,
+                    moving_px=args.dense_moving_px,
+                    progress=not args.no_progress,
+                )
+            )
+        print()
+        print(dense_table(dense_results, args.split, args.data))
     if args.out:
         print(f"written to {write_results(results, args.out, args.split, args.data)}")
+        if dense_results:
+            write_dense_results(dense_results, args.out, args.split, args.data)
     return 0
 
 

@@ -181,3 +181,67 @@ def test_other_ground_truth_settings_are_refused(planned):
             env_options={"ground_truth": False},
             progress=False,
         )
+
+
+def test_planned_clips_start_at_segments_and_eta_is_the_commanded_target(planned):
+    store = EpisodeStore(planned)
+    ds = ClipDataset(planned, "all", horizon=4)
+    assert ds.eta == "commanded"
+    starts = {(e, s) for e, s in ds.window_starts}
+    assert starts == {(e, s) for e in range(3) for s in (0, 4)}  # 9 frames, segments of 4: starts 0 and 4
+    end, begin = [], []
+    for i in range(len(ds)):
+        clip = ds[i]
+        e, s = clip["episode"], clip["start"]
+        target = store.read(e, "eta_target", s, s + 1)[0]
+        np.testing.assert_allclose(clip["condition"].numpy(), target)
+        ee = store.read(e, "ee_pos", s, s + 5)
+        begin.append(np.linalg.norm(ee[0] - target))
+        end.append(np.linalg.norm(ee[-1] - target))
+    # the hand goes there (it lags its target by a few cm at 4-frame segments; 7 mm median at the default 10)
+    assert np.median(end) < 0.04 and np.median(end) < 0.5 * np.median(begin)
+    reached = ClipDataset(planned, "all", horizon=4, eta="reached")
+    assert len(reached) == 3 * 5  # every window, eta = where the hand is at the clip's end
+    with pytest.raises(Exception, match="planned segments .* last 4 frames but the horizon is 3"):
+        ClipDataset(planned, "all", horizon=3)
+
+
+def test_unknown_policy_lists_the_known_ones(tmp_path, capsys):
+    from imagine_ros.cli import main as cli_main
+
+    code = cli_main(["collect", "--out", str(tmp_path / "d"), "--episodes", "2", "--policy", "greedy", "--no-progress"])
+    assert code != 0
+    assert "unknown --policy 'greedy'; known policies: bair, planning, mixed" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # nothing was written
+
+
+class _FlowPredictor:
+    """Returns given flows for the clips of a ClipDataset, in the order dense_eval asks for them."""
+
+    image_size, horizon, condition_dim, method, condition_kind = 64, 4, 3, "fixed", "eta"
+
+    def __init__(self, flows_by_image):
+        self.flows_by_image = flows_by_image
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None):
+        from imagine_ros.prediction import Prediction
+
+        flows = np.stack([self.flows_by_image(img) for img in images])[:, None].repeat(num_samples, 1)
+        frames = np.repeat(images[:, None, None], 4, 2).repeat(num_samples, 1)
+        return Prediction(frames, flows.astype(np.float32), "native", self.method)
+
+
+def test_dense_eval_scores_true_flows_zero_and_no_motion_at_the_zero_flow_floor(planned):
+    from imagine_ros.training.clips import tensor_to_frames
+    from imagine_ros.training.flow_eval import dense_eval
+
+    ds = ClipDataset(planned, "all", horizon=4, keys=("x0", GT_FLOW))
+    truth = {tensor_to_frames(c["x0"]).tobytes(): c[GT_FLOW].numpy().transpose(0, 2, 3, 1) for c in ds}
+    exact = dense_eval(_FlowPredictor(lambda im: truth[im.tobytes()]), planned, "all", clips=6, samples=2)
+    still = dense_eval(_FlowPredictor(lambda im: np.zeros((4, 64, 64, 2))), planned, "all", clips=6, samples=2)
+    assert exact.moving_epe_mean < 1e-4 and exact.static_epe_mean < 1e-4
+    assert still.moving_epe_mean == pytest.approx(still.moving_zero) and still.moving_zero > 1.0
+    assert exact.push_pairs == still.push_pairs
+    if exact.push_pairs:  # carrying the centre with the true flows is the floor; zero flow scores the displacement
+        assert exact.push_mean == pytest.approx(exact.push_gt_mean)
+        assert still.push_mean == pytest.approx(still.push_zero_mean)

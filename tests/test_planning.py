@@ -287,3 +287,51 @@ def test_demo_without_a_checkpoint_names_the_missing_shipped_one(monkeypatch, tm
     monkeypatch.setattr(demo, "DEMO_CHECKPOINT", "data/demo/not-there.json")
     assert cli_main(["demo", "--out", str(tmp_path / "r")]) == 2
     assert "demo checkpoint that ships with imagine_ros is missing" in capsys.readouterr().err
+
+
+def test_simulator_predictor_returns_the_executed_future_and_leaves_the_env_as_it_was():
+    from imagine_ros.planning.oracle import SimPredictor
+    from imagine_ros.sim.env import PushEnv
+    from imagine_ros.sim.motion import eta_actions
+
+    env = PushEnv(task=True)
+    obs, info = env.reset(seed=7, options={"hand": "behind"})
+    sim = SimPredictor(env, horizon=4)
+    etas = np.array([[0.60, 0.02, 0.03], [0.45, -0.1, 0.12]], np.float32)
+    pred = sim.predict(np.stack([obs["image"]] * 2), etas, num_samples=2)
+    assert pred.flows.shape == (2, 2, 4, 64, 64, 2) and pred.flow_source == "ground_truth"
+    assert np.abs(pred.flows).max() > 1.0
+    # executing the first candidate for real gives exactly the predicted frames
+    for t, a in enumerate(eta_actions(env.ee_target, etas[0], 4, env.config.max_step)):
+        obs2, _, _, _, info2 = env.step(a)
+        assert np.array_equal(obs2["image"], pred.frames[0, 0, t])
+    env.close()
+
+
+def test_flows_only_prediction_gives_the_full_predictions_flows():
+    from imagine_ros.models import build
+    from imagine_ros.predictor import Predictor
+
+    pred = Predictor(build("imagineflow", "tiny", condition_dim=3), device="cpu")
+    assert pred.supports_flows_only
+    images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    eta = np.random.default_rng(1).random((3, 3)).astype(np.float32)
+    full = pred.predict(images, eta, num_samples=2, seed=4)
+    fast = pred.predict(images, eta, num_samples=2, seed=4, flows_only=True)
+    np.testing.assert_array_equal(full.flows, fast.flows)
+    assert full.frames_synthesised and not fast.frames_synthesised
+    assert np.array_equal(fast.frames[:, 0, 0], images)
+
+
+def test_designated_tracker_reacquires_the_object_by_colour():
+    from imagine_ros.planning.costs import DesignatedTracker
+
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[30:36, 20:26] = (220, 30, 30)  # a red object, centre (22.5, 32.5)
+    tracker = DesignatedTracker(image, np.array([22.0, 33.0]))
+    moved = np.full_like(image, 200)
+    moved[31:37, 24:30] = (215, 35, 28)  # pushed 4 px right, 1 px down
+    where, found = tracker.update(moved, np.array([24.0, 36.0]))  # the carried guess is 3 px off
+    assert found and np.allclose(where, [26.5, 33.5], atol=0.01)
+    where, found = tracker.update(np.full_like(image, 200), np.array([24.0, 36.0]))  # covered: keep the guess
+    assert not found and np.allclose(where, [24.0, 36.0])

@@ -9,7 +9,14 @@ Success = within the tolerance when the episode ends.
 Planners: ``random`` (η uniform in the workspace), one CEM planner per checkpoint and flow source (the model's native
 flows, and DIS flows estimated from its frames), and ``oracle`` (CEM that simulates candidates in a cloned simulator).
 Model planners start from the object's projected pixel and carry the designated pixel's predicted position from plan
-to plan (``designated="carry"``, Visual Foresight), or re-read it from the simulator each plan (``"true"``).
+to plan, re-acquiring the object by its colour in the camera image around that position (``designated="track"``,
+the default; :class:`~imagine_ros.planning.costs.DesignatedTracker`), or only carry it (``"carry"``, Visual
+Foresight), or re-read it from the simulator each plan (``"true"``). Each plan records how far the designated pixel
+is from the object's true projected centre (``drift``).
+
+The ``simulator`` planner is the same CEM and designated-pixel cost on a
+:class:`~imagine_ros.planning.oracle.SimPredictor`, which executes every candidate in the environment from a snapshot
+and returns rendered frames with ground-truth flows: the upper bound of the learned planners through the same cost.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ import numpy as np
 from imagine_ros.errors import ConfigError
 from imagine_ros.flow import dis_flows
 from imagine_ros.planning.cem import CEMPlanner, PlannerConfig, PlanResult
-from imagine_ros.planning.costs import point_map, propagate_map
-from imagine_ros.planning.oracle import OraclePlanner, eta_actions
+from imagine_ros.planning.costs import DesignatedTracker, point_map, propagate_map
+from imagine_ros.planning.oracle import OraclePlanner, SimPredictor, eta_actions
 from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import PredictorProtocol
 
 TASK_ENV_ID = "ImagineRos/PushTask-v0"
+DESIGNATED_MODES = ("track", "carry", "true")
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -49,7 +57,7 @@ class TaskConfig:
     goal_distance: tuple[float, float] = (0.10, 0.20)  # metres from the object's start
     tolerance: float = 0.03  # metres: success radius
     image_size: int = 64  # camera image side
-    designated: str = "carry"  # "carry" (predicted, MPC carry-over) or "true" (re-read from the simulator)
+    designated: str = "track"  # "track" (carried + re-acquired by colour), "carry" (predicted only) or "true"
     hand: str = "behind"  # the hand's start: "behind" the object (pre-push pose) or "default" (random, raised)
 
     def __post_init__(self) -> None:
@@ -60,8 +68,8 @@ class TaskConfig:
             raise ConfigError(f"execute_steps ({self.execute_steps}) must not exceed horizon ({self.horizon})")
         if self.hand not in ("behind", "default"):
             raise ConfigError(f"hand must be 'behind' or 'default', got {self.hand!r}")
-        if self.designated not in ("carry", "true"):
-            raise ConfigError(f"designated must be 'carry' or 'true', got {self.designated!r}")
+        if self.designated not in DESIGNATED_MODES:
+            raise ConfigError(f"designated must be one of {', '.join(DESIGNATED_MODES)}, got {self.designated!r}")
         lo, hi = self.goal_distance
         if not 0 < lo <= hi:
             raise ConfigError(f"goal_distance must be a range 0 < low <= high metres, got {self.goal_distance}")
@@ -137,16 +145,18 @@ class RandomAgent:
 
 
 class ModelAgent:
-    """A :class:`CEMPlanner` on a predictor's futures, with the designated pixel carried from plan to plan."""
+    """A :class:`CEMPlanner` on a predictor's futures, with the designated pixel carried (and tracked) between plans."""
 
     def __init__(self, name: str, predictor: PredictorProtocol, config: PlannerConfig, eta_low, eta_high,
-                 designated: str = "carry"):  # fmt: skip
+                 designated: str = "track"):  # fmt: skip
         self.name, self.horizon = name, int(predictor.horizon)
         self.planner = CEMPlanner(predictor, config, eta_low, eta_high)
         self.size = int(predictor.image_size)
         self.mode = designated
         self.designated: np.ndarray | None = None
+        self.tracker: DesignatedTracker | None = None
         self.seed = 0
+        self.drift: list[float] = []  # pixels (at the model's size) between the designated pixel and the object
 
     def _image(self, image: np.ndarray) -> np.ndarray:
         if image.shape[0] == self.size:
@@ -158,15 +168,42 @@ class ModelAgent:
     def reset(self, env, obs, info, seed) -> None:
         self.seed = int(seed)
         self.designated = None
+        self.tracker = None
+        self.drift = []
 
     def act(self, env, obs, info, index) -> PlanResult:
         src = obs["image"].shape[0]
+        image = self._image(obs["image"])
+        truth = _resize_pixels(info["object_pixel"][None], src, self.size)
         if self.designated is None or self.mode == "true":
-            self.designated = _resize_pixels(info["object_pixel"][None], src, self.size)
+            self.designated = truth
+            if self.mode == "track":
+                self.tracker = DesignatedTracker(image, truth[0])
+        elif self.mode == "track" and self.tracker is not None:
+            self.designated = self.tracker.update(image, self.designated[0])[0][None]
+        self.drift.append(float(np.linalg.norm(self.designated[0] - truth[0])))
         goal = _resize_pixels(info["goal_pixel"], src, self.size)
-        res = self.planner.plan(self._image(obs["image"]), self.designated, goal, seed=self.seed * 1000 + index)
+        res = self.planner.plan(image, self.designated, goal, seed=self.seed * 1000 + index)
         self.designated = np.asarray(res.designated_next, dtype=np.float64)
         return res
+
+
+class SimulatorAgent(ModelAgent):
+    """The CEM planner and designated-pixel cost of the model agents on a :class:`SimPredictor` of the episode's own
+    environment (rendered frames and ground-truth flows of every candidate): the learned planners' upper bound."""
+
+    def __init__(self, config: PlannerConfig, eta_low, eta_high, horizon: int, image_size: int,
+                 designated: str = "track", name: str = "simulator (ground-truth flows)"):  # fmt: skip
+        self.name, self.horizon, self.size = name, int(horizon), int(image_size)
+        self.config, self.low, self.high = config, eta_low, eta_high
+        self.mode = designated
+        self.planner = None
+        self.designated, self.tracker, self.seed, self.drift = None, None, 0, []
+
+    def reset(self, env, obs, info, seed) -> None:
+        if self.planner is None or self.planner.predictor.env is not env:
+            self.planner = CEMPlanner(SimPredictor(env, self.horizon), self.config, self.low, self.high)
+        super().reset(env, obs, info, seed)
 
 
 class OracleAgent:
@@ -204,6 +241,7 @@ class Episode:
     frames: int  # frames executed
     plans: int
     plan_seconds: list[float] = field(default_factory=list)
+    drift: list[float] = field(default_factory=list)  # designated pixel vs the object's true pixel, per plan
 
 
 @dataclass
@@ -253,6 +291,7 @@ def run_episode(agent: Agent, env, task: int, seed: int, tc: TaskConfig, record:
                 break
     ep.success = bool(info["is_success"])
     ep.final_distance = float(info["distance"])
+    ep.drift = list(getattr(agent, "drift", []))
     return ep, rec
 
 
@@ -282,6 +321,7 @@ class PlannerResult:
         lo, hi = wilson_interval(self.successes, n)
         secs = [s for e in self.episodes for s in e.plan_seconds]
         final = np.array([e.final_distance for e in self.episodes]) * 100
+        drift = np.array([d for e in self.episodes for d in e.drift])
         return {
             "planner": self.name,
             "tasks": n,
@@ -293,6 +333,8 @@ class PlannerResult:
             "start_distance_cm_mean": float(np.mean([e.start_distance for e in self.episodes]) * 100) if n else 0.0,
             "seconds_per_plan": float(np.mean(secs)) if secs else 0.0,
             "plans": int(sum(e.plans for e in self.episodes)),
+            "drift_px_mean": float(drift.mean()) if drift.size else None,
+            "drift_3px_fraction": float((drift >= 3).mean()) if drift.size else None,
         }
 
 
@@ -303,14 +345,19 @@ def table(results: list[PlannerResult], tc: TaskConfig) -> str:
         f"{tc.goal_distance[1] * 100:.0f} cm away, success within {tc.tolerance * 100:.0f} cm, budget {tc.budget} "
         f"frames, replan every {tc.execute_steps} frames, hand starts {tc.hand}\n\n"
     )
-    rows = ["| planner | success | 95% interval | final distance, cm (mean / median) | s per plan |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| planner | success | 95% interval | final distance, cm (mean / median) | s per plan | "
+        "designated drift, px (mean / >= 3 px) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         s = r.summary()
         lo, hi = s["wilson95"]
         rows.append(
             f"| {s['planner']} | {s['successes']}/{s['tasks']} ({s['success_rate']:.0%}) | {lo:.0%}-{hi:.0%} | "
-            f"{s['final_distance_cm_mean']:.1f} / {s['final_distance_cm_median']:.1f} | {s['seconds_per_plan']:.2f} |"
+            f"{s['final_distance_cm_mean']:.1f} / {s['final_distance_cm_median']:.1f} | {s['seconds_per_plan']:.2f} | "
+            + ("-" if s["drift_px_mean"] is None else f"{s['drift_px_mean']:.1f} / {s['drift_3px_fraction']:.0%}")
+            + " |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -529,7 +576,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="task i uses env seed SEED+i (default 0)")
     p.add_argument("--budget", type=int, default=30, help="frames per episode (default 30)")
     p.add_argument("--execute-steps", type=int, default=3, help="frames executed per plan (default 3)")
-    p.add_argument("--designated", default="carry", choices=["carry", "true"], help="designated pixel (default carry)")
+    p.add_argument(
+        "--designated",
+        default="track",
+        choices=list(DESIGNATED_MODES),
+        help="designated pixel between plans: track (carried, re-acquired by colour; default), carry, true",
+    )
     p.add_argument(
         "--hand",
         default="behind",
@@ -540,6 +592,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-samples", type=int, default=60, help="oracle CEM candidates (default 60)")
     p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations (default 3)")
     p.add_argument("--oracle-elites", type=int, default=6, help="oracle CEM elites (default 6)")
+    p.add_argument(
+        "--simulator",
+        action="store_true",
+        help="also plan with the simulator-backed predictor (ground-truth futures and flows, same CEM cost)",
+    )
+    p.add_argument("--sim-samples", type=int, default=60, help="simulator planner CEM candidates (default 60)")
+    p.add_argument("--sim-iterations", type=int, default=3, help="simulator planner CEM iterations (default 3)")
+    p.add_argument("--sim-elites", type=int, default=6, help="simulator planner CEM elites (default 6)")
     p.add_argument("--no-random", action="store_true", help="leave out the random planner")
     p.add_argument("--no-oracle", action="store_true", help="leave out the oracle")
     p.add_argument("--gifs", type=int, default=2, help="tasks per planner recorded as GIFs (default 2)")
@@ -569,6 +629,15 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
     agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
     for name, pred in predictors:
         agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
+    if args.simulator:
+        sim_cfg = PlannerConfig(
+            samples=args.sim_samples,
+            iterations=args.sim_iterations,
+            elites=min(args.sim_elites, args.sim_samples),
+            last_step_weight=args.last_step_weight,
+            execute_steps=args.execute_steps,
+        )
+        agents.append(SimulatorAgent(sim_cfg, low, high, horizon, size, args.designated))
     if not args.no_oracle:
         oracle_cfg = PlannerConfig(
             samples=args.oracle_samples,
