@@ -19,7 +19,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["data/demo/*"]},  # the demo's trained checkpoint (imagine-ros demo)
+    package_data={PACKAGE: ["data/*/*"]},  # trained checkpoints: the demo's planner, visual_dynamics
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -113,6 +113,8 @@ class Predictor:
         self.condition_dim = model.config.condition_dim
         self.condition_kind = model.condition_kind
         self.flow_threads = flow_threads or max(1, min(4, os.cpu_count() or 1))
+        #: whether ``predict(..., flows_only=True)`` skips frame synthesis for this method (see :meth:`predict`)
+        self.supports_flows_only = type(model).sample_flows is not Method.sample_flows
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto") -> Predictor:
@@ -122,11 +124,6 @@ class Predictor:
         ckpt = load_checkpoint(path, device=dev)
         norm = ckpt.meta.get("normalizer")
         return cls(ckpt.model, ConditionNormalizer.from_dict(norm) if norm else None, device=dev)
-
-    @property
-    def supports_flows_only(self) -> bool:
-        """Whether ``predict(..., flows_only=True)`` skips frame synthesis for this method (see :meth:`predict`)."""
-        return type(self.model).sample_flows is not Method.sample_flows
 
     def predict(
         self,

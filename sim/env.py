@@ -340,6 +340,27 @@ class PushEnv(gym.Env):
         self._goal = np.array([goal_xy[0], goal_xy[1], start[2]])
         if hand == "behind":
             self._hand_behind(start, self._goal)
+            # the designated object must be in view at the start (a user designates it by clicking on it): where the
+            # arm hides its centre, push it from another side (up to 8 goal directions; kept when none works)
+            for _ in range(8 if "goal" not in options else 0):
+                if self._designated_visible():
+                    break
+                goal_xy, ok = self._sample_goal(rng, start, True)
+                if ok:
+                    self._goal = np.array([goal_xy[0], goal_xy[1], start[2]])
+                    self._hand_behind(start, self._goal)
+                    start = np.asarray(self.scene.object_poses()[0][k])
+
+    def _designated_visible(self, min_fraction: float = 10 / 4096) -> bool:
+        """Whether the designated object's projected centre shows the object, with at least ``min_fraction`` of the
+        image's pixels of it in view (10 pixels at 64 x 64)."""
+        _, seg = self.scene.render(segmentation=True)
+        body = self.scene.objects[self._target_object]
+        u, v = self.camera.project(self.scene.object_poses()[0][self._target_object])
+        h, w = seg.shape
+        if not (np.isfinite(u) and np.isfinite(v) and 0 <= round(v) < h and 0 <= round(u) < w):
+            return False
+        return seg[int(round(v)), int(round(u))] == body and (seg == body).sum() >= min_fraction * h * w
 
     def _sample_goal(self, rng: np.random.Generator, start: np.ndarray, behind: bool) -> tuple[np.ndarray, bool]:
         """A goal ``goal_distance`` away from the object in a random direction, inside the reach box less 3 cm, and

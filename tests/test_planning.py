@@ -277,8 +277,9 @@ def test_demo_with_the_shipped_checkpoint_and_no_checkpoint_argument(tmp_path, c
     assert cli_main([*args, "--elites", "2", "--no-random", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     results = json.loads((out / "results.json").read_text())
-    assert [p["planner"] for p in results["planners"]] == ["visual_dynamics (remote)"]
-    assert results["method"] == "visual_dynamics" and results["predictor"].startswith("tcp://127.0.0.1:")
+    method = json.loads(ckpt.read_text())["method"]
+    assert [p["planner"] for p in results["planners"]] == [f"{method} (remote)"]
+    assert results["method"] == method and results["predictor"].startswith("tcp://127.0.0.1:")
 
 
 def test_demo_without_a_checkpoint_names_the_missing_shipped_one(monkeypatch, tmp_path, capsys):
@@ -332,6 +333,8 @@ def test_designated_tracker_reacquires_the_object_by_colour():
     moved = np.full_like(image, 200)
     moved[31:37, 24:30] = (215, 35, 28)  # pushed 4 px right, 1 px down
     where, found = tracker.update(moved, np.array([24.0, 36.0]))  # the carried guess is 3 px off
+    assert found and np.allclose(where, [26.5, 33.5], atol=0.01)
+    where, found = tracker.update(moved, np.array([50.0, 10.0]))  # lost: the nearest region of its colour
     assert found and np.allclose(where, [26.5, 33.5], atol=0.01)
     where, found = tracker.update(np.full_like(image, 200), np.array([24.0, 36.0]))  # covered: keep the guess
     assert not found and np.allclose(where, [24.0, 36.0])

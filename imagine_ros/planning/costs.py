@@ -189,12 +189,16 @@ class DesignatedTracker:
     object's colour at the start (the mean of the 3 x 3 pixels around the designated pixel) and, at every plan,
     looks around the carried position (``radius`` pixels) for pixels of that colour (RGB distance at most
     ``tolerance``); the designated pixel becomes the centroid of the connected region of that colour around the best
-    match. Where no pixel matches (the arm covers the object) the carried position stays.
+    match. When nothing matches there (the carried position went astray), the region of that colour nearest to it
+    anywhere in the image (at least ``min_pixels`` pixels within 3/4 of the tolerance) is taken; when there is none
+    (the arm covers the object) the carried position stays.
     """
 
-    def __init__(self, image: np.ndarray, pixel: np.ndarray, radius: float = 6.0, tolerance: float = 40.0):
+    def __init__(
+        self, image: np.ndarray, pixel: np.ndarray, radius: float = 6.0, tolerance: float = 40.0, min_pixels: int = 4
+    ):
         image = np.asarray(image, dtype=np.float64)
-        self.radius, self.tolerance = float(radius), float(tolerance)
+        self.radius, self.tolerance, self.min_pixels = float(radius), float(tolerance), int(min_pixels)
         h, w = image.shape[:2]
         x, y = np.clip(np.rint(np.asarray(pixel, dtype=np.float64).reshape(2)), 0, [w - 1, h - 1]).astype(int)
         patch = image[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].reshape(-1, 3)
@@ -208,13 +212,19 @@ class DesignatedTracker:
         ys, xs = np.mgrid[0:h, 0:w]
         near = (xs - carried[0]) ** 2 + (ys - carried[1]) ** 2 <= self.radius**2
         dist = np.linalg.norm(image - self.colour, axis=-1)
-        match = near & (dist <= self.tolerance)
-        if not match.any():
-            return carried, False
-        best = np.unravel_index(np.argmin(np.where(match, dist, np.inf)), dist.shape)
-        # the object: the connected region of matching colour (anywhere in the image) around the best match
         import cv2
 
-        _, labels = cv2.connectedComponents((dist <= self.tolerance).astype(np.uint8), connectivity=8)
-        cluster = labels == labels[best]
+        count, labels = cv2.connectedComponents((dist <= self.tolerance).astype(np.uint8), connectivity=8)
+        match = near & (dist <= self.tolerance)
+        if match.any():
+            best = np.unravel_index(np.argmin(np.where(match, dist, np.inf)), dist.shape)
+            label = labels[best]
+        else:  # lost (the carried position went with the arm): the region of that colour nearest to it, if any
+            strict = dist <= 0.75 * self.tolerance
+            regions = [r for r in range(1, count) if (strict & (labels == r)).sum() >= self.min_pixels]
+            if not regions:
+                return carried, False
+            centres = [(xs[labels == r].mean(), ys[labels == r].mean()) for r in regions]
+            label = regions[int(np.argmin([np.hypot(cx - carried[0], cy - carried[1]) for cx, cy in centres]))]
+        cluster = labels == label
         return np.array([xs[cluster].mean(), ys[cluster].mean()]), True

@@ -193,16 +193,24 @@ class SimulatorAgent(ModelAgent):
     environment (rendered frames and ground-truth flows of every candidate): the learned planners' upper bound."""
 
     def __init__(self, config: PlannerConfig, eta_low, eta_high, horizon: int, image_size: int,
-                 designated: str = "track", name: str = "simulator (ground-truth flows)"):  # fmt: skip
-        self.name, self.horizon, self.size = name, int(horizon), int(image_size)
+                 designated: str = "track", flows: str = "exact"):  # fmt: skip
+        if flows not in ("exact", "dis"):
+            raise ConfigError(f"simulator flows must be 'exact' or 'dis', got {flows!r}")
+        self.flows = flows
+        what = "ground-truth flows" if flows == "exact" else "DIS flows of its true frames"
+        self.name, self.horizon, self.size = f"simulator ({what})", int(horizon), int(image_size)
         self.config, self.low, self.high = config, eta_low, eta_high
         self.mode = designated
         self.planner = None
+        self.env = None
         self.designated, self.tracker, self.seed, self.drift = None, None, 0, []
 
     def reset(self, env, obs, info, seed) -> None:
-        if self.planner is None or self.planner.predictor.env is not env:
-            self.planner = CEMPlanner(SimPredictor(env, self.horizon), self.config, self.low, self.high)
+        if self.planner is None or self.env is not env:
+            sim = SimPredictor(env, self.horizon)
+            self.planner = CEMPlanner(sim if self.flows == "exact" else DisFlowPredictor(sim), self.config, self.low,
+                                      self.high)  # fmt: skip
+            self.env = env
         super().reset(env, obs, info, seed)
 
 
@@ -356,7 +364,7 @@ def table(results: list[PlannerResult], tc: TaskConfig) -> str:
         rows.append(
             f"| {s['planner']} | {s['successes']}/{s['tasks']} ({s['success_rate']:.0%}) | {lo:.0%}-{hi:.0%} | "
             f"{s['final_distance_cm_mean']:.1f} / {s['final_distance_cm_median']:.1f} | {s['seconds_per_plan']:.2f} | "
-            + ("-" if s["drift_px_mean"] is None else f"{s['drift_px_mean']:.1f} / {s['drift_3px_fraction']:.0%}")
+            + ("-" if s.get("drift_px_mean") is None else f"{s['drift_px_mean']:.1f} / {s['drift_3px_fraction']:.0%}")
             + " |"
         )
     return head + "\n".join(rows) + "\n"
@@ -594,8 +602,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-elites", type=int, default=6, help="oracle CEM elites (default 6)")
     p.add_argument(
         "--simulator",
-        action="store_true",
-        help="also plan with the simulator-backed predictor (ground-truth futures and flows, same CEM cost)",
+        choices=["off", "exact", "dis", "both"],
+        default="off",
+        help="also plan with the simulator-backed predictor (true futures, same CEM cost) on its ground-truth flows "
+        "(exact), on DIS flows of its true frames (dis) or both (default off)",
     )
     p.add_argument("--sim-samples", type=int, default=60, help="simulator planner CEM candidates (default 60)")
     p.add_argument("--sim-iterations", type=int, default=3, help="simulator planner CEM iterations (default 3)")
@@ -629,7 +639,7 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
     agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
     for name, pred in predictors:
         agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
-    if args.simulator:
+    if args.simulator != "off":
         sim_cfg = PlannerConfig(
             samples=args.sim_samples,
             iterations=args.sim_iterations,
@@ -637,7 +647,8 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
             last_step_weight=args.last_step_weight,
             execute_steps=args.execute_steps,
         )
-        agents.append(SimulatorAgent(sim_cfg, low, high, horizon, size, args.designated))
+        for flows in ("exact", "dis") if args.simulator == "both" else (args.simulator,):
+            agents.append(SimulatorAgent(sim_cfg, low, high, horizon, size, args.designated, flows))
     if not args.no_oracle:
         oracle_cfg = PlannerConfig(
             samples=args.oracle_samples,
