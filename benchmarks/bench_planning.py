@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import OtherLoad, _fmt_load, _median
 
 
