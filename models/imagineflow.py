@@ -200,6 +200,7 @@ class ImagineFlowConfig(MethodConfig):
     gt_back_weight: float = 0.0
     gt_mask_weight: float = 0.0
     gt_moving_boost: float = 10.0
+    gt_object_boost: float = 0.0  # pixels showing an object (not the arm) weigh this much more again
     # training: time steps per clip that are upsampled, warped, tested, synthesised and scored (0: all T)
     loss_steps: int = 2
     # perceptual term: "" = the ssim_l1 substitute; a path = VGG-19 features weights (models/perceptual.py)
@@ -283,6 +284,7 @@ class ImagineFlowConfig(MethodConfig):
             "gt_back_weight",
             "gt_mask_weight",
             "gt_moving_boost",
+            "gt_object_boost",
         ):
             check_number(name, getattr(self, name))
         if (self.gt_flow_weight or self.gt_mask_weight) and not self.bidirectional:
@@ -528,6 +530,7 @@ class ImagineFlow(Method):
     def extra_clip_keys(self) -> tuple[str, ...]:
         c = self.config
         keys = ("flow", "visible") if c.gt_flow_weight or c.gt_mask_weight else ()
+        keys += ("part_kind",) if c.gt_flow_weight and c.gt_object_boost else ()
         return keys + (("flow_back",) if c.gt_back_weight else ())
 
     # ----------------------------------------------------------------------------------------------- helpers

@@ -24,6 +24,8 @@ Optional keys (ask with ``keys=``; they need a dataset recorded with ground trut
 ``visible``         (T, H, W) float32      1 where that pixel's surface point is still visible at ``s + t``, else 0
 ``flow_back``       (T, 2, H, W) float32   ground-truth backward flow ``s + t -> s`` of every pixel of frame ``s + t``
 ``visible_back``    (T, H, W) float32      1 where that pixel of frame ``s + t`` is visible in frame ``s``
+``part_kind``       (H, W) int64           what each pixel of frame ``s`` shows: 0 static or nothing, 1 the arm,
+                                           2 an object
 ==================  =====================  ==========================================================================
 
 Which windows carry η (``eta=``): in a planning-matched dataset (``imagine-ros collect --policy planning``) a window
@@ -51,7 +53,7 @@ from torch.utils.data import Dataset
 
 from imagine_ros.constants import ACTIONS, CLIP_ACTIONS, CONDITION, EE, EE_POS, FRAMES, FUTURE, SPLITS, X0
 from imagine_ros.errors import ConfigError, DatasetError
-from imagine_ros.sim.ground_truth import DEPTH, GT_KEYS, INSTANCE, PART_IDS, PART_POSE, forward_flow
+from imagine_ros.sim.ground_truth import DEPTH, GT_KEYS, INSTANCE, PART_IDS, PART_POSE, forward_flow, part_index
 from imagine_ros.sim.storage import EpisodeStore
 
 ETA_START = "eta_start"  # the collection's keys (imagine_ros.sim.collect); repeated to keep this import light
@@ -91,8 +93,9 @@ GT_FLOW = "flow"
 VISIBLE = "visible"
 GT_FLOW_BACK = "flow_back"
 VISIBLE_BACK = "visible_back"
+PART_KIND = "part_kind"
 #: Ground-truth clip keys (datasets recorded with ground truth only).
-GT_CLIP_KEYS: tuple[str, ...] = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK)
+GT_CLIP_KEYS: tuple[str, ...] = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK, PART_KIND)
 ETA_MODES = ("auto", "commanded", "reached")
 #: Default floor of the normaliser's standard deviation, in the data's units (metres: 1 mm).
 DEFAULT_MIN_STD = 1e-3
@@ -419,8 +422,17 @@ class ClipDataset(Dataset):
             flow = np.concatenate([f for f, _ in pairs])
             vis = np.concatenate([v for _, v in pairs])
             out[GT_FLOW_BACK], out[VISIBLE_BACK] = self._resized(flow, vis)
-        prefix = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK)
-        return {k: v for k, v in out.items() if k in self.keys and k in prefix}
+        if PART_KIND in self.keys:
+            idx = part_index(inst[0], parts)
+            robot = int(parts[0][0])  # the arm's parts come first, then the objects (imagine_ros.sim.ground_truth)
+            body = np.where(idx >= 0, np.asarray(parts)[np.maximum(idx, 0), 0], -1)
+            kind = np.where(idx < 0, 0, np.where(body == robot, 1, 2)).astype(np.int64)
+            if self.image_size != self.data_size:  # nearest: a kind is a label
+                rows = (np.arange(self.image_size[0]) + 0.5) * self.data_size[0] / self.image_size[0]
+                cols = (np.arange(self.image_size[1]) + 0.5) * self.data_size[1] / self.image_size[1]
+                kind = kind[rows.astype(int)[:, None], cols.astype(int)[None, :]]
+            out[PART_KIND] = torch.from_numpy(kind)
+        return {k: v for k, v in out.items() if k in self.keys}
 
     def _resized(self, flow: np.ndarray, visible: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, H, W, 2) pixels and (T, H, W) bool at the data's size -> (T, 2, h, w) and (T, h, w) float32 at the

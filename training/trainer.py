@@ -183,11 +183,21 @@ def load_init(model: nn.Module, init: str | os.PathLike) -> None:
         raise ConfigError(f"--init {init} holds a {ckpt.model.name} model, not {model.name}")
     if ckpt.model.config != model.config:
         old, new = ckpt.model.config.to_dict(), model.config.to_dict()
-        diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in sorted(new) if old.get(k) != new.get(k)]
-        raise ConfigError(
-            f"--init {init} has another model config ({'; '.join(diffs[:3])}); use the same --config/--set"
-        )
+        changed = [k for k in sorted(new) if old.get(k) != new.get(k)]
+        structural = [k for k in changed if not _loss_only_field(k)]
+        if structural:
+            diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in structural]
+            raise ConfigError(
+                f"--init {init} has another model config ({'; '.join(diffs[:3])}); use the same --config/--set "
+                "(only loss weights may differ)"
+            )
+        print(f"note: --init {init}: training with other loss settings ({', '.join(changed)})", file=sys.stderr)
     model.load_state_dict(ckpt.model.state_dict())
+
+
+def _loss_only_field(name: str) -> bool:
+    """Config fields that change the training loss, not the model: fine-tuning may change them (``--init``)."""
+    return name.endswith(("_weight", "_boost")) or name in ("flow_supervision", "loss_steps", "mask_temperature")
 
 
 class Trainer:

@@ -183,10 +183,17 @@ class ImagineFlowStep(TrainStep):
         s = c.image_size
         terms: dict[str, torch.Tensor] = {}
 
+        objects = None
+        if c.gt_object_boost and "part_kind" in batch:  # (B, H, W) -> (B * T, H, W), the input frame's labels
+            kind = batch["part_kind"]
+            objects = (kind == 2).to(out["backward"].dtype).repeat_interleave(c.horizon, 0)
+
         def weighted_epe(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             epe = (pred - truth).abs().sum(1)  # (K, H, W) L1 over (dx, dy)
             moving = (truth.norm(dim=1) > 0.5).to(epe.dtype)
             w = 1.0 + c.gt_moving_boost * moving
+            if objects is not None and objects.shape == w.shape:
+                w = w + c.gt_object_boost * objects
             with torch.no_grad():
                 plain = (epe * moving).sum() / moving.sum().clamp_min(1.0)
             return (w * epe).sum() / w.sum(), plain
