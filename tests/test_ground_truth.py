@@ -245,3 +245,40 @@ def test_dense_eval_scores_true_flows_zero_and_no_motion_at_the_zero_flow_floor(
     if exact.push_pairs:  # carrying the centre with the true flows is the floor; zero flow scores the displacement
         assert exact.push_mean == pytest.approx(exact.push_gt_mean)
         assert still.push_mean == pytest.approx(still.push_zero_mean)
+
+
+def test_part_kinds_label_the_arm_and_the_objects(planned):
+    from imagine_ros.sim.ground_truth import split_instance
+    from imagine_ros.training.clips import PART_KIND
+
+    store = EpisodeStore(planned)
+    ds = ClipDataset(planned, "all", horizon=4, keys=(PART_KIND,))
+    clip = ds[0]
+    body, _ = split_instance(store.read(clip["episode"], "instance", clip["start"], clip["start"] + 1)[0])
+    parts = store.read(clip["episode"], "part_ids")
+    robot, objects = int(parts[0][0]), {int(b) for b, link in parts if b != parts[0][0]}
+    kind = clip[PART_KIND].numpy()
+    assert np.array_equal(kind == 1, body == robot)
+    assert np.array_equal(kind == 2, np.isin(body, list(objects)))
+    assert (kind == 2).any() and (kind == 1).any()
+
+
+def test_imagineflow_trains_on_ground_truth_and_fine_tunes_with_other_loss_weights(planned, tmp_path, capsys):
+    import json
+
+    from imagine_ros.cli import main as cli_main
+
+    base = ["train", "--method", "imagineflow", "--config", "tiny", "--data", str(planned), "--steps", "2",
+            "--batch-size", "2", "--val-clips", "2", "--workers", "0", "--no-progress", "--set", "horizon=4",
+            "--set", "gt_flow_weight=0.1", "--set", "gt_mask_weight=0.1"]  # fmt: skip
+    assert cli_main([*base, "--out", str(tmp_path / "a")]) == 0
+    logs = (tmp_path / "a" / "config.json").read_text()
+    assert "gt_flow_weight" in logs
+    # a fine-tune may change loss weights (here: objects weighted more), not the architecture
+    tuned = [*base, "--set", "gt_object_boost=20", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "b")]
+    assert cli_main(tuned) == 0
+    assert "training with other loss settings (gt_object_boost)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["config"]["gt_object_boost"] == 20
+    wider = [*base, "--set", "z_dim=4", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "c")]
+    assert cli_main(wider) != 0
+    assert "another model config (z_dim" in capsys.readouterr().err
