@@ -703,7 +703,9 @@ def test_worker_stop_gets_its_disconnect_out_behind_a_big_reply():
         if router.poll(100):
             commands.append(router.recv_multipart(copy=False)[2].bytes)
     stopping.join(5)
-    assert commands[-2:] == [mdp.W_FINAL, mdp.W_DISCONNECT], commands
+    # the reply, then the DISCONNECT last (a heartbeat may slip in between on a loaded machine)
+    assert mdp.W_FINAL in commands and commands[-1] == mdp.W_DISCONNECT, commands
+    assert commands.index(mdp.W_FINAL) < len(commands) - 1, commands
     ctx.destroy(0)
 
 
