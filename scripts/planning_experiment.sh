@@ -35,14 +35,15 @@ if [ ! -f "$OUT/push_outcome/dense_epe.md" ]; then
     --out "$OUT/push_outcome" --device cpu --no-progress
 fi
 
-# three processes (they see the same tasks): the model planner + random, the simulator-backed planner, the oracle
+# three processes (they see the same tasks): the model planner + random, the simulator-backed planners (ground-truth
+# flows, then DIS flows of the true frames), the oracle
 if [ ! -f "$OUT/plan_model/results.json" ]; then
   OMP_NUM_THREADS=1 imagine-ros plan-eval --checkpoint "$CKPT" --flows native --out "$OUT/plan_model" "${common[@]}" \
     --samples "$SAMPLES" --iterations "$ITERATIONS" --no-oracle --gifs 3 > "$OUT/plan_model.log" 2>&1 &
 fi
 if [ ! -f "$OUT/plan_sim/results.json" ]; then
   OMP_NUM_THREADS=1 imagine-ros plan-eval --out "$OUT/plan_sim" "${common[@]}" --no-random --no-oracle \
-    --simulator exact --sim-samples "$SIM_SAMPLES" --sim-iterations "$SIM_ITERATIONS" --gifs 3 \
+    --simulator both --sim-samples "$SIM_SAMPLES" --sim-iterations "$SIM_ITERATIONS" --gifs 3 \
     > "$OUT/plan_sim.log" 2>&1 &
 fi
 if [ ! -f "$OUT/plan_oracle/results.json" ]; then
