@@ -7,7 +7,7 @@ also run with stand-ins for ``launch``/``launch_ros``).
 - every file a launch file names (``*.launch.py``, ``*.yaml``) is in the package and installed by ``data_files``;
 - ``config/*.yaml`` are ROS 2 parameter files holding exactly the declared parameters, with values of their types;
 - the nodes declare the parameter tables and create exactly the topics of :data:`NODE_TOPICS`;
-- ``README.md`` documents every parameter with its type and default.
+- ``docs/ros2.md`` documents every parameter with its type and default.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def test_nodes_declare_the_tables_and_create_exactly_the_documented_topics(modul
 
 
 def test_readme_documents_every_parameter_and_topic():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "ros2.md").read_text(encoding="utf-8")
     for node_name, specs in NODE_PARAMS.items():
         heading = f"### `{node_name}`: parameters"
         assert heading in text
