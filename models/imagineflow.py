@@ -642,18 +642,8 @@ class ImagineFlow(Method):
         (.., 3, H, W) = warp(I0, W^b_t).
         """
         cfg = self.config
-        cond = self._condition(x0, condition)
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         b, n, t, s = x0.shape[0], num_samples, cfg.horizon, cfg.image_size
-        if z is None:
-            z = randn((b * n, cfg.z_dim), generator, x0.device).to(x0.dtype)
-        elif z.shape != (b * n, cfg.z_dim):
-            raise ValueError(f"z must have shape ({b * n}, {cfg.z_dim}), got {tuple(z.shape)}")
-        feats, top = self.image_encoder(x0)
-        rep = [f.repeat_interleave(n, 0) for f in feats]
-        c = None if cond is None else cond.repeat_interleave(n, 0)
-        fwd, bwd = self.generator(z, rep, top.repeat_interleave(n, 0), c)
+        fwd, bwd = self._generate(x0, condition, num_samples, generator, z)
         wb = upsample_flow(bwd.flatten(0, 1), s)
         wf = invert_flow(wb) if fwd is None else upsample_flow(fwd.flatten(0, 1), s)
         mask_0t, _, _ = consistency(wf, wb, cfg.alpha, cfg.beta)
@@ -684,18 +674,34 @@ class ImagineFlow(Method):
     ) -> torch.Tensor:
         """The forward flows :meth:`sample` would return for the same generator state, (B, N, T, 2, H, W) pixels,
         without the warps, consistency tests and synthesis (a fraction of the cost)."""
+        b, t, s = x0.shape[0], self.config.horizon, self.config.image_size
+        fwd, bwd = self._generate(x0, condition, num_samples, generator)
+        wf = invert_flow(upsample_flow(bwd.flatten(0, 1), s)) if fwd is None else upsample_flow(fwd.flatten(0, 1), s)
+        return wf.reshape(b, num_samples, t, *wf.shape[1:])
+
+    def _generate(
+        self,
+        x0: torch.Tensor,
+        condition: torch.Tensor | None,
+        num_samples: int,
+        generator: torch.Generator | None,
+        z: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Generated flows (B * N, T, 2, h, h) for N samples per input: z drawn from N(0, I) with ``generator``
+        unless given (B * N, z_dim)."""
         cfg = self.config
         cond = self._condition(x0, condition)
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        b, n, t, s = x0.shape[0], num_samples, cfg.horizon, cfg.image_size
-        z = randn((b * n, cfg.z_dim), generator, x0.device).to(x0.dtype)
+        b, n = x0.shape[0], num_samples
+        if z is None:
+            z = randn((b * n, cfg.z_dim), generator, x0.device).to(x0.dtype)
+        elif z.shape != (b * n, cfg.z_dim):
+            raise ValueError(f"z must have shape ({b * n}, {cfg.z_dim}), got {tuple(z.shape)}")
         feats, top = self.image_encoder(x0)
         rep = [f.repeat_interleave(n, 0) for f in feats]
         c = None if cond is None else cond.repeat_interleave(n, 0)
-        fwd, bwd = self.generator(z, rep, top.repeat_interleave(n, 0), c)
-        wf = invert_flow(upsample_flow(bwd.flatten(0, 1), s)) if fwd is None else upsample_flow(fwd.flatten(0, 1), s)
-        return wf.reshape(b, n, t, *wf.shape[1:])
+        return self.generator(z, rep, top.repeat_interleave(n, 0), c)
 
     @torch.no_grad()
     def sample(

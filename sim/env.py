@@ -27,7 +27,7 @@ import pybullet as p
 
 from imagine_ros.errors import ConfigError
 from imagine_ros.sim.camera import CameraConfig
-from imagine_ros.sim.ground_truth import part_poses, render_ground_truth, scene_parts
+from imagine_ros.sim.ground_truth import part_poses, scene_parts
 from imagine_ros.sim.scene import ARM_JOINTS, DOWN, EE_LINK, PALETTE, PANDA_HOME, ObjectSpec, Scene, SceneConfig
 
 HAND_BEHIND = 0.10  # task reset option hand="behind": metres from the object's centre (objects are <= 10 cm)
@@ -271,7 +271,7 @@ class PushEnv(gym.Env):
         if not self._render_enabled:
             return
         if self.config.ground_truth:
-            self._image, depth, instance = render_ground_truth(self.scene)
+            self._image, depth, instance = self.scene.render_ground_truth()
             self._gt = (depth, instance)
         else:
             self._image = self.scene.render()

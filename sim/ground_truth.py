@@ -17,7 +17,8 @@ of frame ``s`` (its surface point, lifted with the depth and the camera model, m
 pose at ``s`` to the pose at ``s + t``, projected again) and a visibility mask (the moved point lies inside the image
 and in front of, or within ``tolerance`` of, the surface that frame ``s + t`` shows at that pixel).
 
-Everything here but :func:`render_ground_truth` is plain numpy (the reader needs no pybullet).
+Everything here is plain numpy (the reader needs no pybullet); :meth:`imagine_ros.sim.scene.Scene.render_ground_truth`
+renders the frames.
 """
 
 from __future__ import annotations
@@ -73,28 +74,6 @@ def linear_depth(buffer: np.ndarray, near: float, far: float) -> np.ndarray:
     """OpenGL depth buffer values d in [0, 1] -> z-depth in metres: ``far * near / (far - (far - near) * d)``."""
     d = np.asarray(buffer, dtype=np.float64)
     return (far * near / (far - (far - near) * d)).astype(np.float32)
-
-
-def render_ground_truth(scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render ``scene`` (a :class:`imagine_ros.sim.scene.Scene`) once -> rgb (H, W, 3) uint8, depth (H, W) float32
-    metres, instance (H, W) uint16."""
-    import pybullet as p
-
-    cam = scene.camera
-    _, _, rgba, depth, seg = scene.client.getCameraImage(
-        cam.width,
-        cam.height,
-        cam.view_matrix,
-        cam.projection_matrix,
-        shadow=0,
-        flags=p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX,
-        renderer=p.ER_BULLET_HARDWARE_OPENGL if scene._egl_plugin is not None else p.ER_TINY_RENDERER,
-        lightDirection=(0.3, -0.5, 2.0),
-    )
-    h, w = cam.height, cam.width
-    rgb = np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[..., :3].copy()
-    z = linear_depth(np.asarray(depth, dtype=np.float32).reshape(h, w), cam.config.near, cam.config.far)
-    return rgb, z, from_pybullet_segmentation(np.asarray(seg).reshape(h, w))
 
 
 def scene_parts(scene) -> np.ndarray:

@@ -318,12 +318,11 @@ class Scene:
     def ee_position(self) -> np.ndarray:
         return np.asarray(self.client.getLinkState(self.robot, EE_LINK, computeForwardKinematics=True)[4])
 
-    def render(self, segmentation: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 RGB; with ``segmentation`` also the (H, W) int32 body-id mask (slower; tests)."""
+    def _camera_image(self, flags: int) -> tuple:
+        """pybullet's ``getCameraImage`` of the scene camera: (rgba, depth buffer, segmentation buffer), flat."""
         cam = self.camera
-        flags = 0 if segmentation else p.ER_NO_SEGMENTATION_MASK
         renderer = p.ER_BULLET_HARDWARE_OPENGL if self._egl_plugin is not None else p.ER_TINY_RENDERER
-        _, _, rgba, _, seg = self.client.getCameraImage(
+        _, _, rgba, depth, seg = self.client.getCameraImage(
             cam.width,
             cam.height,
             cam.view_matrix,
@@ -333,10 +332,29 @@ class Scene:
             renderer=renderer,
             lightDirection=(0.3, -0.5, 2.0),
         )
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy()
+        return rgba, depth, seg
+
+    def _rgb(self, rgba) -> np.ndarray:
+        return np.asarray(rgba, dtype=np.uint8).reshape(self.camera.height, self.camera.width, 4)[..., :3].copy()
+
+    def render(self, segmentation: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB; with ``segmentation`` also the (H, W) int32 body-id mask (slower; tests)."""
+        rgba, _, seg = self._camera_image(0 if segmentation else p.ER_NO_SEGMENTATION_MASK)
         if segmentation:
-            return rgb, np.asarray(seg, dtype=np.int32).reshape(cam.height, cam.width)
-        return rgb
+            return self._rgb(rgba), np.asarray(seg, dtype=np.int32).reshape(self.camera.height, self.camera.width)
+        return self._rgb(rgba)
+
+    def render_ground_truth(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One render -> rgb (H, W, 3) uint8, depth (H, W) float32 metres, instance ids (H, W) uint16
+        (:mod:`imagine_ros.sim.ground_truth`); the segmentation comes in the same call, at no extra render cost."""
+        from imagine_ros.sim.ground_truth import from_pybullet_segmentation, linear_depth
+
+        rgba, depth, seg = self._camera_image(p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX)
+        h, w = self.camera.height, self.camera.width
+        z = linear_depth(
+            np.asarray(depth, dtype=np.float32).reshape(h, w), self.camera.config.near, self.camera.config.far
+        )
+        return self._rgb(rgba), z, from_pybullet_segmentation(np.asarray(seg).reshape(h, w))
 
     def close(self) -> None:
         try:

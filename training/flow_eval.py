@@ -88,6 +88,14 @@ def object_tracks(camera, object_pos: np.ndarray, image_size: int) -> np.ndarray
     return (uv + 0.5) * scale - 0.5
 
 
+def scorable_tracks(track: np.ndarray, image_size: int) -> np.ndarray:
+    """(K,) bool: objects whose projected track (T + 1, K, 2) is finite, starts inside the image and never jumps
+    more than a quarter of the image between frames (a jump is a respawn, not motion)."""
+    jumps = np.linalg.norm(np.diff(track, axis=0), axis=-1).max(0)
+    inside = np.all((track[0] >= -0.5) & (track[0] <= image_size - 0.5), -1)
+    return np.isfinite(track).all(axis=(0, 2)) & (jumps <= image_size / 4) & inside
+
+
 def sample_flow_at(flows: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Bilinear read of flow fields at sub-pixel points (clamped to the image).
 
@@ -142,9 +150,7 @@ def flow_epe(
             pos = ds.store.read(int(clip["episode"]), OBJECT_POS, start, start + t + 1)  # (T + 1, K, 3)
             track = object_tracks(camera, pos, s)  # (T + 1, K, 2)
             first = track[0]
-            jumps = np.linalg.norm(np.diff(track, axis=0), axis=-1).max(0)  # (K,)
-            ok = np.isfinite(track).all(axis=(0, 2)) & (jumps <= s / 4)
-            ok &= (first[:, 0] >= -0.5) & (first[:, 0] <= s - 0.5) & (first[:, 1] >= -0.5) & (first[:, 1] <= s - 0.5)
+            ok = scorable_tracks(track, s)
             if not ok.any():
                 continue
             true = track[1:, ok] - first[None, ok]  # (T, P, 2)
@@ -361,9 +367,7 @@ def dense_eval(
             pos = ds.store.read(int(clip["episode"]), OBJECT_POS, start, start + t + 1)  # (T + 1, K, 3)
             track = object_tracks(camera, pos, s)  # (T + 1, K, 2)
             moved = np.linalg.norm(pos[-1, :, :2] - pos[0, :, :2], axis=-1) >= push_threshold
-            jumps = np.linalg.norm(np.diff(track, axis=0), axis=-1).max(0) <= s / 4
-            inside = np.isfinite(track).all(axis=(0, 2)) & np.all((track[0] >= -0.5) & (track[0] <= s - 0.5), -1)
-            for k in np.flatnonzero(moved & jumps & inside):
+            for k in np.flatnonzero(moved & scorable_tracks(track, s)):
                 start_px, end_px = track[0, k][None], track[-1, k]
                 carried = expected_positions(start_px, pred.flows[b, :, -1])[:, 0]  # (N, 2)
                 push_err.append(np.linalg.norm(carried - end_px, axis=-1).mean())

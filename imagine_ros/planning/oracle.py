@@ -24,7 +24,7 @@ from imagine_ros.planning.cem import PlannerConfig, PlanResult, cem
 from imagine_ros.planning.costs import step_weights
 from imagine_ros.prediction import Prediction
 from imagine_ros.sim.env import PushEnv
-from imagine_ros.sim.ground_truth import forward_flow, part_poses, render_ground_truth
+from imagine_ros.sim.ground_truth import forward_flow, part_poses
 from imagine_ros.sim.motion import eta_actions
 
 
@@ -120,7 +120,7 @@ class SimPredictor:
         env, t, s = self.env, self.horizon, self.image_size
         snapshot = env.save_state()
         try:
-            _, depth0, inst0 = render_ground_truth(env.scene)
+            _, depth0, inst0 = env.scene.render_ground_truth()
             pose0 = part_poses(env.scene, env.parts)
             frames = np.zeros((len(etas), t, s, s, 3), np.uint8)
             flows = np.zeros((len(etas), t, s, s, 2), np.float32)
@@ -130,7 +130,7 @@ class SimPredictor:
                 with env.physics_only():
                     for k, a in enumerate(eta_actions(env.ee_target, eta, t, env.config.max_step)):
                         env.step(a)
-                        frames[b, k], depths[k], _ = render_ground_truth(env.scene)
+                        frames[b, k], depths[k], _ = env.scene.render_ground_truth()
                         poses[k] = part_poses(env.scene, env.parts)
                 flows[b], _ = forward_flow(depth0, inst0, pose0, poses, depths, env.parts, self._K, self._T)
         finally:

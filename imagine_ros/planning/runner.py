@@ -618,6 +618,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cli_plan_eval)
 
 
+def _small_cem(args: argparse.Namespace, prefix: str) -> PlannerConfig:
+    """The CEM of a simulator-backed planner from its ``--PREFIX-samples/-iterations/-elites`` flags."""
+    samples = getattr(args, f"{prefix}_samples")
+    return PlannerConfig(
+        samples=samples,
+        iterations=getattr(args, f"{prefix}_iterations"),
+        elites=min(getattr(args, f"{prefix}_elites"), samples),
+        last_step_weight=args.last_step_weight,
+        execute_steps=args.execute_steps,
+    )
+
+
 def cli_plan_eval(args: argparse.Namespace) -> int:
     from imagine_ros.predictor import Predictor
 
@@ -640,23 +652,11 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
     for name, pred in predictors:
         agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
     if args.simulator != "off":
-        sim_cfg = PlannerConfig(
-            samples=args.sim_samples,
-            iterations=args.sim_iterations,
-            elites=min(args.sim_elites, args.sim_samples),
-            last_step_weight=args.last_step_weight,
-            execute_steps=args.execute_steps,
-        )
+        sim_cfg = _small_cem(args, "sim")
         for flows in ("exact", "dis") if args.simulator == "both" else (args.simulator,):
             agents.append(SimulatorAgent(sim_cfg, low, high, horizon, size, args.designated, flows))
     if not args.no_oracle:
-        oracle_cfg = PlannerConfig(
-            samples=args.oracle_samples,
-            iterations=args.oracle_iterations,
-            elites=min(args.oracle_elites, args.oracle_samples),
-            last_step_weight=args.last_step_weight,
-            execute_steps=args.execute_steps,
-        )
+        oracle_cfg = _small_cem(args, "oracle")
         agents.append(OracleAgent(oracle_cfg, horizon))
     if not agents:
         raise ConfigError("nothing to evaluate: give --checkpoint or leave the random planner / oracle in")
