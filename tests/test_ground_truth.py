@@ -23,9 +23,10 @@ from imagine_ros.sim.ground_truth import (
 from imagine_ros.sim.storage import EpisodeStore
 from imagine_ros.training.clips import GT_FLOW, VISIBLE, ClipDataset
 
-#: Measured on 48 planning-matched clips (docs/simulator-and-data.md, "Ground truth"): frame s + t sampled at x + flow(x) reproduces frame s
-#: at visible moving pixels with a mean absolute error of ~10 grey levels (0-255; shading changes as links turn),
-#: against ~65 for a zero flow on the same pixels; visible static pixels reproduce to ~0.06.
+#: Measured on 48 planning-matched clips (docs/simulator-and-data.md, "Ground truth"): frame s + t sampled at
+#: x + flow(x) reproduces frame s at visible moving pixels with a mean absolute error of ~10 grey levels
+#: (0-255; shading changes as links turn), against ~65 for a zero flow on the same pixels; visible static
+#: pixels reproduce to ~0.06.
 WARP_TOLERANCE = 16.0
 
 
