@@ -52,8 +52,10 @@ inverse of W^b, ``W^f(x) = -W^b(x + W^f(x))``, 10 iterations, and the masks are 
 ``fusion="top"`` (only z * c_top, no 2D-to-3D fusion blocks), ``synthesis=False`` (frames are the warped inputs).
 
 The condition eta (``condition_dim`` numbers, normalised) is appended to the fused top vector; ``condition_dim=0``
-is the unconditioned paper model. A missing condition (None) for a conditioned model means eta = 0 (the training
-mean of the normalised condition). The motion encoder never sees eta.
+is the unconditioned paper model. With ``condition_maps`` (not in the paper) eta also enters every generator level
+after its upsampling, as constant maps beside two pixel-coordinate maps (:func:`condition_maps`): the top's lift is
+2 x 2 at 64 x 64, too coarse to say which pixels the hand's path to eta crosses. A missing condition (None) for a
+conditioned model means eta = 0 (the training mean of the normalised condition). The motion encoder never sees eta.
 """
 
 from __future__ import annotations
@@ -201,6 +203,10 @@ class ImagineFlowConfig(MethodConfig):
     gt_mask_weight: float = 0.0
     gt_moving_boost: float = 10.0
     gt_object_boost: float = 0.0  # pixels showing an object (not the arm) weigh this much more again
+    # not in the paper (False = its generator): eta also enters every generator level after the upsampling, as
+    # condition_dim constant maps beside two pixel-coordinate maps (x, y in [-1, 1], as CoordConv), so the generator
+    # can relate the target to image positions at 4x4 .. H / flow_stride instead of only through the top's lift
+    condition_maps: bool = False
     # training: time steps per clip that are upsampled, warped, tested, synthesised and scored (0: all T)
     loss_steps: int = 2
     # perceptual term: "" = the ssim_l1 substitute; a path = VGG-19 features weights (models/perceptual.py)
@@ -268,7 +274,7 @@ class ImagineFlowConfig(MethodConfig):
             raise ConfigError(f"image_size must be divisible by 8 (synthesis U-Net), got {self.image_size}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        for name in ("bidirectional", "synthesis"):
+        for name in ("bidirectional", "synthesis", "condition_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_number("flow_scale", self.flow_scale, positive=True)
@@ -429,12 +435,15 @@ class FlowGenerator(nn.Module):
         self.up = nn.ModuleList()
         self.post = nn.ModuleList()
         cin = cfg.gen_top
+        # condition maps (eta tiled + x, y coordinates) appended to each post block's input; appended last, so a
+        # checkpoint without them widens by zero input weights (training.trainer.load_init)
+        self.maps = cfg.condition_dim + 2 if cfg.condition_maps and cfg.condition_dim else 0
         for i, cout in enumerate(cfg.gen_channels):
             m = levels - 1 - i  # index of the content feature at this level's input size
             if cfg.fusion == "all":
                 self.fuse.append(TimeBlock(cin + cfg.enc_channels[m], cin, kt))
             self.up.append(TimeBlock(cin, cout, kt))
-            self.post.append(TimeBlock(cout, cout, kt))
+            self.post.append(TimeBlock(cout + self.maps, cout, kt))
             cin = cout
         # one conv for both heads: channels 0-1 forward (dx, dy), 2-3 backward (or 0-1 backward alone)
         self.head = TimeConv(cin, 4 if cfg.bidirectional else 2, kt, bias=True)
@@ -454,10 +463,23 @@ class FlowGenerator(nn.Module):
                 c = feats[levels - 1 - i]
                 v = self.fuse[i](torch.cat([v, c[:, None].expand(-1, v.shape[1], -1, -1, -1)], 2))
             u = F.interpolate(v.flatten(0, 1), scale_factor=2, mode="nearest")
-            v = u.view(*v.shape[:2], *u.shape[1:])
-            v = self.post[i](self.up[i](v))
+            v = self.up[i](u.view(*v.shape[:2], *u.shape[1:]))
+            if self.maps:
+                maps = condition_maps(condition.to(v.dtype), v.shape[-1])  # (B, C + 2, h, w)
+                v = torch.cat([v, maps[:, None].expand(-1, v.shape[1], -1, -1, -1)], 2)
+            v = self.post[i](v)
         flows = (self.head(v) * cfg.flow_scale).contiguous()  # (B, T, 4 | 2, h, w)
         return (flows[:, :, :2], flows[:, :, 2:]) if cfg.bidirectional else (None, flows)
+
+
+def condition_maps(condition: torch.Tensor, size: int) -> torch.Tensor:
+    """The condition as maps: (B, C) -> (B, C + 2, size, size), each condition number constant over its map,
+    then the pixel centres' x and y in [-1, 1] (x right, y down)."""
+    b, c = condition.shape
+    axis = (torch.arange(size, device=condition.device, dtype=condition.dtype) + 0.5) * (2.0 / size) - 1.0
+    xs = axis.view(1, 1, 1, size).expand(b, 1, size, size)
+    ys = axis.view(1, 1, size, 1).expand(b, 1, size, size)
+    return torch.cat([condition.view(b, c, 1, 1).expand(b, c, size, size), xs, ys], 1)
 
 
 def upsample_flow(flow: torch.Tensor, size: int) -> torch.Tensor:
@@ -530,7 +552,7 @@ class ImagineFlow(Method):
     def extra_clip_keys(self) -> tuple[str, ...]:
         c = self.config
         keys = ("flow", "visible") if c.gt_flow_weight or c.gt_mask_weight else ()
-        keys += ("part_kind",) if c.gt_flow_weight and c.gt_object_boost else ()
+        keys += ("part_kind",) if c.gt_flow_weight else ()  # the object boost, and the log of the objects' EPE
         return keys + (("flow_back",) if c.gt_back_weight else ())
 
     # ----------------------------------------------------------------------------------------------- helpers

@@ -278,8 +278,15 @@ def test_imagineflow_trains_on_ground_truth_and_fine_tunes_with_other_loss_weigh
     # a fine-tune may change loss weights (here: objects weighted more), not the architecture
     tuned = [*base, "--set", "gt_object_boost=20", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "b")]
     assert cli_main(tuned) == 0
-    assert "training with other loss settings (gt_object_boost)" in capsys.readouterr().err
+    assert "training with other settings (gt_object_boost)" in capsys.readouterr().err
     assert json.loads((tmp_path / "b" / "model.json").read_text())["config"]["gt_object_boost"] == 20
     wider = [*base, "--set", "z_dim=4", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "c")]
     assert cli_main(wider) != 0
     assert "another model config (z_dim" in capsys.readouterr().err
+    # switching condition maps on widens the generator: it starts from the checkpoint and trains the new inputs
+    maps = [*base, "--set", "condition_maps=true", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "d")]
+    assert cli_main(maps) == 0
+    assert "training with other settings (condition_maps)" in capsys.readouterr().err
+    back = [*base, "--init", str(tmp_path / "d"), "--out", str(tmp_path / "e")]
+    assert cli_main(back) != 0  # maps cannot be switched off again: their weights would be dropped
+    assert "another model config (condition_maps" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from imagine_ros.models.imagineflow import (
     ImagineFlow,
     ImagineFlowConfig,
     TimeConv,
+    condition_maps,
     consistency,
     invert_flow,
     warp,
@@ -29,6 +30,7 @@ from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import Predictor
 from imagine_ros.training.flow_eval import camera_from_meta, flow_epe, object_tracks, sample_flow_at
 from imagine_ros.training.steps.imagineflow import ImagineFlowStep
+from imagine_ros.training.trainer import widen_state
 
 TRAIN_CFG = SimpleNamespace(lr=None, betas=None, weight_decay=0.0)
 
@@ -225,6 +227,32 @@ def test_condition_changes_flows_and_unconditioned_model_ignores_it():
     torch.testing.assert_close(u.flows(images(2), z, torch.randn(2, 5))[1], u.flows(images(2), z, None)[1])
     with pytest.raises(ValueError, match=r"condition must have shape \(2, 3\)"):
         m.sample(images(2), torch.randn(2, 4), 1)
+
+
+def test_condition_maps_tile_eta_beside_pixel_coordinates():
+    maps = condition_maps(torch.tensor([[0.5, -1.0, 2.0]]), 4)
+    assert maps.shape == (1, 5, 4, 4)
+    assert (maps[0, 0] == 0.5).all() and (maps[0, 2] == 2.0).all()
+    torch.testing.assert_close(maps[0, 3, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # x grows to the right
+    torch.testing.assert_close(maps[0, 4, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y grows downwards
+    assert (maps[0, 3, :, 1] == -0.25).all() and (maps[0, 4, 2] == 0.25).all()
+
+
+def test_condition_maps_widen_a_checkpoint_without_changing_its_flows():
+    plain, wide = tiny(), tiny(condition_maps=True)
+    assert wide.generator.post[0].conv.weight.shape[1] == plain.generator.post[0].conv.weight.shape[1] + 3 + 2
+    wide.load_state_dict(widen_state(plain.state_dict(), wide.state_dict()))
+    z, cond = torch.randn(2, plain.config.z_dim), torch.randn(2, 3)
+    for a, b in zip(plain.flows(images(2), z, cond), wide.flows(images(2), z, cond)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():  # once the new inputs have weights, eta and position act at every level
+        for block in wide.generator.post:
+            block.conv.weight[:, -5:].normal_()
+    _, a = wide.flows(images(2), z, cond)
+    _, b = wide.flows(images(2), z, cond + 0.5)
+    assert (a - b).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="condition_maps must be true or false"):
+        tiny(condition_maps="yes")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

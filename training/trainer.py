@@ -184,15 +184,37 @@ def load_init(model: nn.Module, init: str | os.PathLike) -> None:
     if ckpt.model.config != model.config:
         old, new = ckpt.model.config.to_dict(), model.config.to_dict()
         changed = [k for k in sorted(new) if old.get(k) != new.get(k)]
-        structural = [k for k in changed if not _loss_only_field(k)]
+        widened = [k for k in changed if k in WIDENING_FIELDS and not old.get(k) and new.get(k)]
+        structural = [k for k in changed if not _loss_only_field(k) and k not in widened]
         if structural:
             diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in structural]
             raise ConfigError(
                 f"--init {init} has another model config ({'; '.join(diffs[:3])}); use the same --config/--set "
-                "(only loss weights may differ)"
+                f"(only loss weights may differ, and {', '.join(WIDENING_FIELDS)} may be switched on)"
             )
-        print(f"note: --init {init}: training with other loss settings ({', '.join(changed)})", file=sys.stderr)
-    model.load_state_dict(ckpt.model.state_dict())
+        print(f"note: --init {init}: training with other settings ({', '.join(changed)})", file=sys.stderr)
+    model.load_state_dict(widen_state(ckpt.model.state_dict(), model.state_dict()))
+
+
+#: Config switches that only append input channels to some layers: ``--init`` from a checkpoint without them copies
+#: its weights and gives the new inputs zero weights, so training starts from exactly the checkpoint's function.
+WIDENING_FIELDS = ("condition_maps",)
+
+
+def widen_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``old`` fitted to the shapes of ``new``: a weight whose input dimension (dim 1) grew keeps its old slice
+    ``[:, :c_old]`` and gets zeros for the new inputs; every other shape must match (load_state_dict reports it)."""
+    out = dict(old)
+    for key, target in new.items():
+        have = old.get(key)
+        if have is None or have.shape == target.shape:
+            continue
+        if have.dim() >= 2 and have.shape[0] == target.shape[0] and have.shape[2:] == target.shape[2:]:
+            if have.shape[1] < target.shape[1]:
+                grown = torch.zeros_like(target)
+                grown[:, : have.shape[1]] = have
+                out[key] = grown
+    return out
 
 
 def _loss_only_field(name: str) -> bool:

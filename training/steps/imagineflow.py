@@ -172,7 +172,8 @@ class ImagineFlowStep(TrainStep):
 
     def _ground_truth_terms(self, out: dict[str, Any], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The ground-truth terms (module docstring): ``gt_epe``, ``gt_back_epe`` (pixels, weighted) and ``gt_mask``
-        (nats); also ``gt_epe_moving``, the plain EPE on moving pixels (a log only, no gradient)."""
+        (nats); also ``gt_epe_moving``, the plain EPE on moving pixels, and ``gt_epe_object``, on moving pixels of
+        objects (what a push does to them; logs only, no gradient)."""
         from imagine_ros.models.imagineflow import upsample_flow
 
         c = self.model.config
@@ -184,7 +185,7 @@ class ImagineFlowStep(TrainStep):
         terms: dict[str, torch.Tensor] = {}
 
         objects = None
-        if c.gt_object_boost and "part_kind" in batch:  # (B, H, W) -> (B * T, H, W), the input frame's labels
+        if "part_kind" in batch:  # (B, H, W) -> (B * T, H, W), the input frame's labels
             kind = batch["part_kind"]
             objects = (kind == 2).to(out["backward"].dtype).repeat_interleave(c.horizon, 0)
 
@@ -192,10 +193,13 @@ class ImagineFlowStep(TrainStep):
             epe = (pred - truth).abs().sum(1)  # (K, H, W) L1 over (dx, dy)
             moving = (truth.norm(dim=1) > 0.5).to(epe.dtype)
             w = 1.0 + c.gt_moving_boost * moving
-            if objects is not None and objects.shape == w.shape:
+            if c.gt_object_boost and objects is not None and objects.shape == w.shape:
                 w = w + c.gt_object_boost * objects
             with torch.no_grad():
                 plain = (epe * moving).sum() / moving.sum().clamp_min(1.0)
+                if objects is not None and objects.shape == w.shape:  # moving object pixels: what a push does
+                    pushed = moving * objects
+                    terms["gt_epe_object"] = (epe * pushed).sum() / pushed.sum().clamp_min(1.0)
             return (w * epe).sum() / w.sum(), plain
 
         truth = batch["flow"].to(out["backward"].dtype).flatten(0, 1)  # (B * T, 2, H, W)
