@@ -339,7 +339,21 @@ class TimeConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv3d's default initialisation
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C, H, W). static: None or (B, C_s, H, W), an input that is the same at every time step, as if
+        concatenated after x's channels (``weight`` then has C + C_s inputs); its kernels are applied once per
+        video instead of once per frame (the generator's content features and condition maps)."""
+        t, c, ts = x.shape[1], x.shape[2], self.time_stride
+        if static is not None and ts != 1:
+            raise ValueError("a static input needs time_stride 1")
+        weight = self.weight if static is None else self.weight[:, :c]
+        y = self._shifted(x, weight) if ts == 1 else self._stacked(x, weight)
+        if static is not None:
+            y = y + self._static_term(static, self.weight[:, c:], t)
+        return y if self.bias is None else y + self.bias.view(1, 1, -1, 1, 1)
+
+    def _stacked(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Time stride > 1: the ``kt`` time-shifted input slices stacked along channels, one 2D convolution."""
         b, t, c, h, w = x.shape
         kt, ts = self.kt, self.time_stride
         t_out = (t - 1) // ts + 1
@@ -349,10 +363,39 @@ class TimeConv(nn.Module):
             x = torch.cat([xp[:, k : k + ts * (t_out - 1) + 1 : ts] for k in range(kt)], 2)
         elif ts > 1:
             x = x[:, ::ts]
-        weight = self.weight.permute(0, 2, 1, 3, 4).reshape(self.weight.shape[0], kt * c, 3, 3)
+        weight = weight.permute(0, 2, 1, 3, 4).reshape(weight.shape[0], kt * c, 3, 3)
         x = x.reshape(b * t_out, kt * c, h, w).contiguous(memory_format=torch.channels_last)  # faster CPU kernels
-        y = F.conv2d(x, weight, self.bias, self.stride, 1)
+        y = F.conv2d(x, weight, None, self.stride, 1)
         return y.view(b, t_out, *y.shape[1:])
+
+    def _shifted(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Time stride 1: one 2D convolution of every frame with all ``kt`` temporal taps stacked along the output
+        channels, then ``y_t = sum_k Y_{t + k - kt // 2, k}`` (no copies of the input: on CPU the stacking of
+        shifted inputs cost more than the convolution)."""
+        b, t, c, h, w = x.shape
+        kt, cout = self.kt, weight.shape[0]
+        taps = weight.permute(2, 0, 1, 3, 4).reshape(kt * cout, c, 3, 3)
+        frames = x.reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
+        big = F.conv2d(frames, taps, None, self.stride, 1)
+        big = big.view(b, t, kt, cout, *big.shape[-2:])
+        y = big[:, :, kt // 2].clone()
+        for k in range(kt):
+            d = k - kt // 2
+            if d and abs(d) < t:
+                lo, hi = max(0, -d), min(t, t - d)
+                y[:, lo:hi] += big[:, lo + d : hi + d, k]
+        return y
+
+    def _static_term(self, static: torch.Tensor, weight: torch.Tensor, t: int) -> torch.Tensor:
+        """The contribution of a time-constant input to each of t output steps: (B, t, C_out, H', W'). Step t_o
+        sums the taps k whose input step t_o + k - kt // 2 lies inside the clip (zero padding drops the others)."""
+        kt, cout = self.kt, weight.shape[0]
+        taps = weight.permute(2, 0, 1, 3, 4).reshape(kt * cout, weight.shape[1], 3, 3)
+        per_tap = F.conv2d(static.contiguous(memory_format=torch.channels_last), taps, None, self.stride, 1)
+        per_tap = per_tap.view(static.shape[0], kt, cout, *per_tap.shape[-2:])
+        steps = torch.arange(t, device=static.device)[:, None] + torch.arange(kt, device=static.device) - kt // 2
+        valid = ((steps >= 0) & (steps < t)).to(per_tap.dtype)  # (t, kt)
+        return torch.einsum("tk,bkchw->btchw", valid, per_tap)
 
 
 class TimeBlock(nn.Module):
@@ -365,8 +408,8 @@ class TimeBlock(nn.Module):
         self.norm = nn.BatchNorm2d(cout)
         self.act = _act()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(x, static)
         return self.act(self.norm(y.flatten(0, 1))).view(y.shape)
 
 
@@ -459,15 +502,12 @@ class FlowGenerator(nn.Module):
         v = self.lift(fused).view(b, cfg.horizon, cfg.gen_top, self.side, self.side)  # (B, T, C, h, w)
         levels = len(feats)
         for i in range(len(self.up)):
-            if cfg.fusion == "all":
-                c = feats[levels - 1 - i]
-                v = self.fuse[i](torch.cat([v, c[:, None].expand(-1, v.shape[1], -1, -1, -1)], 2))
+            if cfg.fusion == "all":  # content features: the same at every time step (a static input)
+                v = self.fuse[i](v, feats[levels - 1 - i])
             u = F.interpolate(v.flatten(0, 1), scale_factor=2, mode="nearest")
             v = self.up[i](u.view(*v.shape[:2], *u.shape[1:]))
-            if self.maps:
-                maps = condition_maps(condition.to(v.dtype), v.shape[-1])  # (B, C + 2, h, w)
-                v = torch.cat([v, maps[:, None].expand(-1, v.shape[1], -1, -1, -1)], 2)
-            v = self.post[i](v)
+            maps = condition_maps(condition.to(v.dtype), v.shape[-1]) if self.maps else None  # (B, C + 2, h, w)
+            v = self.post[i](v, maps)
         flows = (self.head(v) * cfg.flow_scale).contiguous()  # (B, T, 4 | 2, h, w)
         return (flows[:, :, :2], flows[:, :, 2:]) if cfg.bidirectional else (None, flows)
 

@@ -132,6 +132,25 @@ def test_time_conv_equals_conv3d(kt, stride, time_stride):
     torch.testing.assert_close(conv(x), ref.transpose(1, 2), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kt, stride, t", [(3, 1, 7), (3, 2, 7), (3, 1, 1), (3, 1, 2), (5, 1, 3), (1, 1, 4)])
+def test_time_conv_with_a_static_input_equals_conv3d_of_the_concatenation(kt, stride, t):
+    """The generator's content features and condition maps are the same at every step: given as ``static`` their
+    kernels run once per video, with the same numbers as concatenating them to every frame (zero padding in time
+    included)."""
+    torch.manual_seed(t)
+    conv = TimeConv(4 + 3, 5, kt, stride, bias=True)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x, static = torch.randn(2, t, 4, 8, 8), torch.randn(2, 3, 8, 8)
+    full = torch.cat([x, static[:, None].expand(-1, t, -1, -1, -1)], 2)
+    ref = F.conv3d(full.transpose(1, 2), conv.weight, conv.bias, (1, stride, stride), (kt // 2, 1, 1))
+    torch.testing.assert_close(conv(x, static), ref.transpose(1, 2), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv(full), ref.transpose(1, 2), rtol=1e-4, atol=1e-5)
+    strided = TimeConv(7, 5, kt, stride, time_stride=2)
+    with pytest.raises(ValueError, match="static input needs time_stride 1"):
+        strided(x, static)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # config
 
