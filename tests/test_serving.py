@@ -403,6 +403,35 @@ def test_remote_predictor_equals_in_process_predictor_for_a_seed(checkpoints, vd
             assert worker.counters["batches"] < worker.counters["batched_requests"]
 
 
+def test_flows_only_over_the_wire_equals_in_process_and_sends_no_frames(vd_predictor):
+    """The planner's fast path works remotely: a flows-only worker returns the in-process flows-only prediction (the
+    inputs stand in for frames, sent once), and a worker whose method cannot answers with full frames."""
+    torch.manual_seed(0)
+    flow_model = Predictor(build("imagineflow", "tiny").eval(), device="cpu")
+    img, cond = images(2, seed=3), np.array([[0.1, 0.2, 0.3], [0.0, -0.1, 0.2]], np.float32)
+    with running_broker() as broker, running_worker(flow_model, broker.endpoint, max_wait_ms=50):
+        with RemotePredictor(broker.endpoint, "imagineflow", timeout=5) as remote:
+            assert remote.supports_flows_only
+            r = remote.predict(img, cond, num_samples=2, seed=4, flows_only=True)
+            local = flow_model.predict(img, cond, num_samples=2, seed=4, flows_only=True)
+            np.testing.assert_array_equal(r.flows, local.flows)
+            assert not r.frames_synthesised and r.frames.shape == local.frames.shape == (2, 2, 3, 16, 16, 3)
+            np.testing.assert_array_equal(r.frames, local.frames)  # the inputs, repeated
+            full = remote.predict(img, cond, num_samples=2, seed=4)
+            assert full.frames_synthesised
+            np.testing.assert_array_equal(full.flows, r.flows)  # the same flows with frames
+    with running_broker() as broker, running_worker(vd_predictor, broker.endpoint, max_wait_ms=50):
+        with RemotePredictor(broker.endpoint, "visual_dynamics", timeout=5) as remote:
+            assert not remote.supports_flows_only
+            r = remote.predict(img, cond, num_samples=1, seed=4, flows_only=True)
+            assert r.frames_synthesised and r.flow_source == "dis"
+    frames = codec.encode_predict(img, cond, 1, None, flows_only=True)
+    assert codec.decode_request(frames).flows_only
+    bad = codec.encode("predict", {"num_samples": 1, "seed": None, "flows_only": 1}, {"images": img})
+    with pytest.raises(codec.CodecError, match="flows_only must be true or false"):
+        codec.decode_request(bad)
+
+
 def test_bad_requests_get_error_replies_and_the_worker_keeps_serving(vd_predictor):
     max_pixels = 1 * 4 * 3 * 16 * 16  # one image x 4 samples x 3 frames of 16x16
     with running_broker() as broker, running_worker(vd_predictor, broker.endpoint, max_pixels=max_pixels) as worker:

@@ -243,10 +243,21 @@ class RemotePredictor:
         return str(self.info()["method"])
 
     # ------------------------------------------------------------------------------------------------------ predict
+    @property
+    def supports_flows_only(self) -> bool:
+        """Whether the worker's model can return flows without frames (``predict(..., flows_only=True)``)."""
+        return bool(self.info().get("flows_only", False))
+
     def predict(
-        self, images: np.ndarray, conditions: np.ndarray | None = None, num_samples: int = 1, seed: int | None = None
+        self,
+        images: np.ndarray,
+        conditions: np.ndarray | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+        flows_only: bool = False,
     ) -> Prediction:
-        """images: (B, H, W, 3) uint8; conditions: (B, C) η in metres, or None -> Prediction (see Predictor.predict).
+        """images: (B, H, W, 3) uint8; conditions: (B, C) η in metres, or None -> Prediction (see Predictor.predict;
+        ``flows_only`` is sent only to a worker that supports it, others predict frames as usual).
 
         Raises ``ValueError`` for a request that does not fit the model (checked here first, as Predictor does),
         :class:`RemoteError` when the worker refuses it, :class:`ServiceUnavailable` after the last retry."""
@@ -255,9 +266,9 @@ class RemotePredictor:
         images, conditions = check_request(
             images, conditions, num_samples, int(info["image_size"]), int(info["condition_dim"])
         )
-        body = codec.decode_reply(
-            self.client.request(self.service, codec.encode_predict(images, conditions, int(num_samples), seed))
-        )
+        fast = flows_only and self.supports_flows_only
+        request = codec.encode_predict(images, conditions, int(num_samples), seed, fast)
+        body = codec.decode_reply(self.client.request(self.service, request))
         if body.type == "error":
             _raise_error(body)
         if body.type != "prediction":

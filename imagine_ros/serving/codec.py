@@ -8,13 +8,16 @@ Body frames::
 
 Types and their fields (every other field is refused by name):
 
-- ``predict`` (client -> worker): ``num_samples`` int >= 1, ``seed`` int or nil; arrays ``images`` (B, H, W, 3) uint8
-  and optionally ``conditions`` (B, C) float32 (η in metres; one-hot push-direction classes for a direction model).
+- ``predict`` (client -> worker): ``num_samples`` int >= 1, ``seed`` int or nil, optionally ``flows_only`` bool (the
+  planner's fast path, :meth:`imagine_ros.predictor.Predictor.predict`; only to workers whose ``info`` says
+  ``flows_only``); arrays ``images`` (B, H, W, 3) uint8 and optionally ``conditions`` (B, C) float32 (η in metres;
+  one-hot push-direction classes for a direction model).
 - ``info`` (client -> worker): no fields; the reply is an ``info`` map (service, method, image_size, horizon,
-  condition_dim, condition_kind, max_batch, max_pixels, device).
-- ``prediction`` (worker -> client): ``method``, ``flow_source``, ``timing`` {stage: seconds}; arrays ``frames``
-  (B, N, T, H, W, 3) uint8, ``flows`` (B, N, T, H, W, 2) float32, optionally ``masks`` (B, N, T, H, W) float32 and
-  ``condition`` (B, C) float32.
+  condition_dim, condition_kind, max_batch, max_pixels, device, flows_only).
+- ``prediction`` (worker -> client): ``method``, ``flow_source``, ``timing`` {stage: seconds}, optionally
+  ``frames_synthesised`` bool (default true); arrays ``frames`` (B, N, T, H, W, 3) uint8 — when
+  ``frames_synthesised`` is false only the inputs (B, H, W, 3), repeated on decoding —, ``flows`` (B, N, T, H, W, 2)
+  float32, optionally ``masks`` (B, N, T, H, W) float32 and ``condition`` (B, C) float32.
 - ``error`` (worker or broker -> client): ``code`` (:data:`ERROR_CODES`) and ``message``.
 
 Decoded arrays are views of the received ZeroMQ frames (no copy); they keep the frames alive.
@@ -43,12 +46,12 @@ DTYPES: dict[str, np.dtype] = {
 ERROR_CODES = ("bad_request", "unsupported_version", "too_large", "expired", "overloaded", "internal")
 
 REQUEST_FIELDS = {
-    "predict": {"num_samples", "seed"},
+    "predict": {"num_samples", "seed", "flows_only"},
     "info": set(),
 }
 REQUEST_ARRAYS = {"predict": ({"images"}, {"conditions"}), "info": (set(), set())}  # (required, optional)
 REPLY_FIELDS = {
-    "prediction": {"method", "flow_source", "timing"},
+    "prediction": {"method", "flow_source", "timing", "frames_synthesised"},
     "info": {
         "service",
         "method",
@@ -59,6 +62,7 @@ REPLY_FIELDS = {
         "max_batch",
         "max_pixels",
         "device",
+        "flows_only",
     },
     "error": {"code", "message"},
 }
@@ -186,13 +190,19 @@ class PredictRequest:
     conditions: np.ndarray | None  # (B, C) float32
     num_samples: int
     seed: int | None
+    flows_only: bool = False
 
 
-def encode_predict(images: np.ndarray, conditions: np.ndarray | None, num_samples: int, seed: int | None) -> list:
+def encode_predict(
+    images: np.ndarray, conditions: np.ndarray | None, num_samples: int, seed: int | None, flows_only: bool = False
+) -> list:
     arrays = {"images": images}
     if conditions is not None:
         arrays["conditions"] = np.asarray(conditions, dtype=np.float32)
-    return encode("predict", {"num_samples": int(num_samples), "seed": None if seed is None else int(seed)}, arrays)
+    fields: dict[str, Any] = {"num_samples": int(num_samples), "seed": None if seed is None else int(seed)}
+    if flows_only:  # sent only when asked, so a worker from before the field still understands the request
+        fields["flows_only"] = True
+    return encode("predict", fields, arrays)
 
 
 def encode_info_request() -> list:
@@ -215,24 +225,32 @@ def decode_request(frames: Sequence[Any]) -> Body | PredictRequest:
     seed = body.fields.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed < 2**64):
         raise CodecError(f"seed must be nil or an integer in [-2^63, 2^64), got {seed!r}")
+    flows_only = body.fields.get("flows_only", False)
+    if not isinstance(flows_only, bool):
+        raise CodecError(f"flows_only must be true or false, got {flows_only!r}")
     images = body.arrays["images"]
     if images.dtype != np.uint8:
         raise CodecError(f"images must be (B, H, W, 3) uint8, got dtype {images.dtype}")
     cond = body.arrays.get("conditions")
     if cond is not None and cond.dtype != np.float32:
         raise CodecError(f"conditions must be (B, C) float32, got dtype {cond.dtype}")
-    return PredictRequest(images, cond, n, seed)
+    return PredictRequest(images, cond, n, seed, flows_only)
 
 
 # ---------------------------------------------------------------------------------------------------------- replies
 def encode_prediction(pred: Prediction, timing: dict[str, float] | None = None) -> list:
-    arrays = {"frames": pred.frames, "flows": pred.flows}
+    # a flows-only prediction's frames repeat its inputs: send the inputs once
+    frames = pred.frames if pred.frames_synthesised else np.ascontiguousarray(pred.frames[:, 0, 0])
+    arrays = {"frames": frames, "flows": pred.flows}
     if pred.masks is not None:
         arrays["masks"] = np.asarray(pred.masks, dtype=np.float32)
     if pred.condition is not None:
         arrays["condition"] = np.asarray(pred.condition, dtype=np.float32)
     t = {k: float(v) for k, v in {**pred.timing, **(timing or {})}.items()}
-    return encode("prediction", {"method": pred.method, "flow_source": pred.flow_source, "timing": t}, arrays)
+    fields: dict[str, Any] = {"method": pred.method, "flow_source": pred.flow_source, "timing": t}
+    if not pred.frames_synthesised:
+        fields["frames_synthesised"] = False
+    return encode("prediction", fields, arrays)
 
 
 def encode_error(code: str, message: str) -> list:
@@ -254,14 +272,23 @@ def prediction_from_body(body: Body) -> Prediction:
     """The :class:`Prediction` of a ``prediction`` reply (arrays stay views of the received frames)."""
     try:
         timing = body.fields.get("timing") or {}
+        synthesised = body.fields.get("frames_synthesised", True)
+        if not isinstance(synthesised, bool):
+            raise ValueError(f"frames_synthesised must be true or false, got {synthesised!r}")
+        flows, frames = body.arrays["flows"].astype(np.float32, copy=False), body.arrays["frames"]
+        if not synthesised:  # the inputs (B, H, W, 3), repeated over samples and steps as Predictor does
+            if frames.ndim != 4 or frames.shape[0] != flows.shape[0]:
+                raise ValueError(f"a flows-only reply carries the inputs (B, H, W, 3), got {frames.shape}")
+            frames = np.broadcast_to(frames[:, None, None], (*flows.shape[:3], *frames.shape[1:]))
         return Prediction(
-            frames=body.arrays["frames"],
-            flows=body.arrays["flows"].astype(np.float32, copy=False),
+            frames=frames,
+            flows=flows,
             flow_source=str(body.fields["flow_source"]),
             method=str(body.fields["method"]),
             condition=body.arrays.get("condition"),
             masks=body.arrays.get("masks"),
             timing={str(k): float(v) for k, v in timing.items()},
+            frames_synthesised=synthesised,
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CodecError(f"malformed prediction reply: {e}") from None

@@ -139,6 +139,7 @@ class Worker:
             "max_batch": self.max_batch,
             "max_pixels": self.max_pixels,
             "device": str(getattr(predictor, "device", "")),
+            "flows_only": bool(getattr(predictor, "supports_flows_only", False)),
         }
 
     # ------------------------------------------------------------------------------------------------- lifecycle
@@ -376,16 +377,16 @@ class Worker:
                 self._run(group)
 
     def _groups(self, jobs: list[_Job]) -> list[list[_Job]]:
-        """Seeded requests alone; the others by (num_samples, has conditions), at most max_batch images and at most
-        max_pixels output pixels a call."""
+        """Seeded requests alone; the others by (num_samples, has conditions, flows only), at most max_batch images
+        and at most max_pixels output pixels a call."""
         groups: list[list[_Job]] = []
-        open_groups: dict[tuple[int, bool], list[_Job]] = {}
+        open_groups: dict[tuple[int, bool, bool], list[_Job]] = {}
         for job in jobs:
             r = job.request
             if r.seed is not None:
                 groups.append([job])
                 continue
-            key = (r.num_samples, r.conditions is not None)
+            key = (r.num_samples, r.conditions is not None, r.flows_only)
             g = open_groups.get(key)
             if (
                 g is not None
@@ -409,7 +410,8 @@ class Worker:
             conds = None
             if reqs[0].conditions is not None:
                 conds = reqs[0].conditions if len(reqs) == 1 else np.concatenate([r.conditions for r in reqs])
-            pred = self.predictor.predict(images, conds, reqs[0].num_samples, seed=reqs[0].seed)
+            kwargs = {"flows_only": True} if reqs[0].flows_only and self.info["flows_only"] else {}
+            pred = self.predictor.predict(images, conds, reqs[0].num_samples, seed=reqs[0].seed, **kwargs)
         except Exception as e:
             if len(group) > 1:  # find the one that fails; the others still get answers
                 for job in group:
@@ -453,4 +455,5 @@ def _slice(pred: Prediction, start: int, stop: int) -> Prediction:
         condition=cut(pred.condition),
         masks=cut(pred.masks),
         timing=dict(pred.timing),
+        frames_synthesised=pred.frames_synthesised,
     )
