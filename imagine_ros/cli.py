@@ -344,6 +344,67 @@ def _cli_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------- flownet
+def _add_flownet(sub: argparse._SubParsersAction) -> None:
+    from imagine_ros.flownet import FlowNetConfig
+
+    p = sub.add_parser(
+        "flownet",
+        help="train a small optical-flow network on a dataset's ground-truth flows (a learned stand-in for DIS)",
+        description="Train a flow network on (frame s, frame s + t, true flow) pairs of DIR's training split into OUT "
+        "(checkpoints, TensorBoard, OUT/flownet.json), then compare it with OpenCV DIS and zero flow on the "
+        "validation split. Needs a dataset collected with ground truth. --resume continues a killed or finished run "
+        "from its newest checkpoint (--steps may grow). Use the network with plan-eval/flow-eval --flow-net.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder recorded with ground truth")
+    p.add_argument("--out", required=True, metavar="OUT", help="run folder (created; must be new unless --resume)")
+    p.add_argument("--steps", type=int, default=5000, help="optimizer steps in all (default 5000)")
+    p.add_argument("--batch-size", type=int, default=32, help="frame pairs per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the pairs drawn (default 0)")
+    p.add_argument(
+        "--config", default="small", choices=list(FlowNetConfig.presets), help="network preset (default small)"
+    )
+    p.add_argument("--horizon", type=int, default=10, help="pairs are up to this many frames apart (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default 1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
+    p.add_argument(
+        "--val-pairs", type=int, default=256, help="validation pairs of the val split, 0 = none (default 256)"
+    )
+    p.add_argument("--log-every", type=int, default=25, help="steps between TensorBoard scalars (default 25)")
+    p.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints (default 250)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_flownet)
+
+
+def _cli_flownet(args: argparse.Namespace) -> int:
+    from imagine_ros.flownet import train_flownet, validation_table
+
+    result = train_flownet(
+        args.data,
+        args.out,
+        args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        config=args.config,
+        horizon=args.horizon,
+        val_pairs=args.val_pairs,
+        num_workers=args.workers,
+        log_every=args.log_every,
+        ckpt_every=args.ckpt_every,
+        device=args.device,
+        progress=not args.no_progress,
+        resume=args.resume,
+        command=["imagine-ros", *args.argv],
+    )
+    if result["validation"] is not None:
+        print(validation_table(result["validation"]))
+    print(f"{result['flownet']}: flow network ({args.config}) trained to step {result['step']} on {args.data}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -868,6 +929,13 @@ def _add_flow_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dense-moving-px", type=float, default=0.5, help="dense: a pixel moves from this many px (0.5)")
     p.add_argument("--no-copy-last", action="store_true", help="dense: leave out the copy_last row")
+    p.add_argument(
+        "--flow-net",
+        default=None,
+        metavar="PATH",
+        help="flow network (imagine-ros flownet's OUT/flownet.json) for checkpoints without native flows, "
+        "instead of DIS",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
     p.add_argument("--out", metavar="DIR", default=None, help="also write flow_epe.json and flow_epe.md here")
     p.add_argument(
@@ -902,7 +970,7 @@ def _cli_flow_eval(args: argparse.Namespace) -> int:
     predictors = []
     for c in args.checkpoint:
         name = Path(c).parent.name if Path(c).stem == "model" else Path(c).stem
-        predictors.append((name, Predictor.from_checkpoint(c, device=args.device)))
+        predictors.append((name, Predictor.from_checkpoint(c, device=args.device, flow_net=args.flow_net)))
     for name, pred in predictors:
         results.append(
             flow_epe(
@@ -964,6 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     register_export_bag(sub)
     _add_train(sub)
+    _add_flownet(sub)
     _add_evaluate(sub)
     _add_flow_eval(sub)
     _add_predict(sub)

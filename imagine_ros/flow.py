@@ -1,12 +1,16 @@
-"""Optical flow estimated from frames (for methods without native flows): OpenCV's DIS optical flow."""
+"""Optical flow estimated from frames (for methods without native flows): OpenCV's DIS optical flow.
+
+:class:`imagine_ros.flownet.FlowNet` is a learned alternative with the same interface (``FlowNet.estimate``).
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-#: Flow sources a :class:`imagine_ros.prediction.Prediction` can name.
-FLOW_SOURCES = ("native", "dis")
+#: Flow sources a :class:`imagine_ros.prediction.Prediction` can name: the method's own flows, OpenCV DIS on its frames,
+#: the flow network of :mod:`imagine_ros.flownet` on its frames, the simulator's ground truth.
+FLOW_SOURCES = ("native", "dis", "flownet", "ground_truth")
 
 
 def dis_flows(x0: np.ndarray, frames: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:

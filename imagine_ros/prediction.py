@@ -14,8 +14,9 @@ class Prediction:
     frames: (B, N, T, H, W, 3) uint8 RGB — N samples of T future frames per input image.
     flows:  (B, N, T, H, W, 2) float32 — for each pixel of the input image, its displacement (dx, dy) in pixels to
             where it is at future step t (forward flow, input -> frame t).
-    flow_source: "native" (the method predicts flows), "dis" (estimated from the frames with OpenCV DIS) or
-            "ground_truth" (the simulator-backed predictor).
+    flow_source: "native" (the method predicts flows), "dis" (estimated from the frames with OpenCV DIS),
+            "flownet" (estimated from the frames with :class:`imagine_ros.flownet.FlowNet`) or "ground_truth" (the
+            simulator-backed predictor); :data:`imagine_ros.flow.FLOW_SOURCES`.
     frames_synthesised: False for a flows-only prediction (``predict(..., flows_only=True)``): ``frames`` then only
             repeats the input image (a read-only broadcast, no memory) and must not be shown as a future.
     masks:  (B, N, T, H, W) float32 in [0, 1] — visibility of input pixels at step t, when the method has them.

@@ -13,7 +13,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from imagine_ros.errors import ConfigError
 from imagine_ros.flow import dis_flows
+from imagine_ros.flownet import FlowNet, load_flownet
 from imagine_ros.models.base import Method
 from imagine_ros.prediction import Prediction
 from imagine_ros.training.clips import ConditionNormalizer, tensor_to_frames
@@ -95,7 +97,12 @@ def check_request(
 
 
 class Predictor:
-    """A model on a torch device (see module docstring). Same seed => identical prediction (on the same device)."""
+    """A model on a torch device (see module docstring). Same seed => identical prediction (on the same device).
+
+    Methods without native flows get flows estimated from their frames: by OpenCV DIS on ``flow_threads`` threads
+    (``flow_source == "dis"``), or by ``flow_net`` (a :class:`~imagine_ros.flownet.FlowNet` or the path of one, moved
+    to ``device``; ``flow_source == "flownet"``), which must work at the model's image size.
+    """
 
     def __init__(
         self,
@@ -103,6 +110,7 @@ class Predictor:
         normalizer: ConditionNormalizer | None = None,
         device: str | torch.device | None = "auto",
         flow_threads: int | None = None,
+        flow_net: FlowNet | str | os.PathLike | None = None,
     ):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -113,17 +121,32 @@ class Predictor:
         self.condition_dim = model.config.condition_dim
         self.condition_kind = model.condition_kind
         self.flow_threads = flow_threads or max(1, min(4, os.cpu_count() or 1))
+        self.flow_net: FlowNet | None = None
+        if flow_net is not None:
+            net = flow_net if isinstance(flow_net, FlowNet) else load_flownet(flow_net)
+            if net.config.image_size != self.image_size:
+                raise ConfigError(
+                    f"the flow network works on {net.config.image_size} x {net.config.image_size} images but "
+                    f"{self.method} predicts {self.image_size} x {self.image_size} frames"
+                )
+            self.flow_net = net.to(self.device).eval()
         #: whether ``predict(..., flows_only=True)`` skips frame synthesis for this method (see :meth:`predict`)
         self.supports_flows_only = type(model).sample_flows is not Method.sample_flows
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto") -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device | None = "auto",
+        flow_net: FlowNet | str | os.PathLike | None = None,
+    ) -> Predictor:
+        """The model of a checkpoint (``NAME.json``); ``flow_net`` as in the constructor."""
         from imagine_ros.models.checkpoint import load_checkpoint
 
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, device=dev)
         norm = ckpt.meta.get("normalizer")
-        return cls(ckpt.model, ConditionNormalizer.from_dict(norm) if norm else None, device=dev)
+        return cls(ckpt.model, ConditionNormalizer.from_dict(norm) if norm else None, device=dev, flow_net=flow_net)
 
     def predict(
         self,
@@ -181,6 +204,9 @@ class Predictor:
         if out.flows is not None:
             flows = out.flows.float().movedim(-3, -1).cpu().numpy().astype(np.float32, copy=False)
             source = "native"
+        elif self.flow_net is not None:
+            flows = np.stack([self.flow_net.estimate(x, f) for x, f in zip(images, frames)])
+            source = "flownet"
         else:
             flows = self._dis(images, frames)
             source = "dis"

@@ -45,7 +45,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, sync it and move it onto ``path`` (readers see the old file or
+    the new one, never a part)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -57,7 +59,7 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def state_tensors(model: Method) -> dict[str, torch.Tensor]:
+def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state as contiguous CPU tensors (safetensors refuses shared or strided storage)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
@@ -75,7 +77,7 @@ def save_checkpoint(
     """Write ``model`` as a checkpoint at ``path`` (both files atomically; JSON last). Returns (weights, json)."""
     weights, meta_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(weights, lambda tmp: save_file(state_tensors(model), str(tmp), metadata={"format": FORMAT_NAME}))
+    atomic_write(weights, lambda tmp: save_file(state_tensors(model), str(tmp), metadata={"format": FORMAT_NAME}))
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -89,7 +91,7 @@ def save_checkpoint(
         "weights_sha256": sha256_file(weights),
         **(extra or {}),
     }
-    _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
     return weights, meta_path
 
 

@@ -28,6 +28,9 @@ Optional keys (ask with ``keys=``; they need a dataset recorded with ground trut
                                            2 an object
 ==================  =====================  ==========================================================================
 
+:meth:`ClipDataset.flow_pair` gives one pair of a clip, frame ``s`` and frame ``s + t`` with the ground-truth flow
+between them, without reading the frames in between (the training pairs of :mod:`imagine_ros.flownet`).
+
 Which windows carry η (``eta=``): in a planning-matched dataset (``imagine-ros collect --policy planning``) a window
 is a clip only where a segment starts (``eta_start``), and η is that segment's commanded target (``"commanded"``,
 the default for such data): exactly what the planner sends. Elsewhere (BAIR-style data, or ``eta="reached"``) every
@@ -94,6 +97,8 @@ VISIBLE = "visible"
 GT_FLOW_BACK = "flow_back"
 VISIBLE_BACK = "visible_back"
 PART_KIND = "part_kind"
+#: The later frame of a :meth:`ClipDataset.flow_pair` (its first frame is ``x0``).
+PAIR_FRAME = "frame"
 #: Ground-truth clip keys (datasets recorded with ground truth only).
 GT_CLIP_KEYS: tuple[str, ...] = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK, PART_KIND)
 ETA_MODES = ("auto", "commanded", "reached")
@@ -433,6 +438,33 @@ class ClipDataset(Dataset):
                 kind = kind[rows.astype(int)[:, None], cols.astype(int)[None, :]]
             out[PART_KIND] = torch.from_numpy(kind)
         return {k: v for k, v in out.items() if k in self.keys}
+
+    def flow_pair(self, i: int, t: int) -> dict[str, torch.Tensor]:
+        """Frame ``s`` and frame ``s + t`` of clip ``i`` (1 <= t <= horizon) with the ground-truth forward flow between
+        them, reading only those two frames: the training pairs of :mod:`imagine_ros.flownet`.
+
+        Returns ``x0`` and :data:`PAIR_FRAME` (3, H, W) float32 in [-1, 1], ``flow`` (2, H, W) float32 pixels
+        (``s -> s + t``, as ``flow[t - 1]`` of the clip) and ``visible`` (H, W) float32, at :attr:`image_size`.
+        Needs a dataset with ground truth (:func:`ground_truth_of` says what a dataset lacks).
+        """
+        n = len(self.window_starts)
+        if not -n <= i < n:
+            raise IndexError(f"clip {i} out of range [0, {n})")
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= self.horizon:
+            raise ValueError(f"t must be an integer in [1, {self.horizon}], got {t!r}")
+        episode, s = self.window_starts[i]
+        gt = self.gt if self.gt is not None else ground_truth_of(self.store)
+
+        def both(key: str) -> np.ndarray:
+            return np.concatenate([self.store.read(episode, key, k, k + 1) for k in (s, s + t)])
+
+        images = resize_images(frames_to_tensor(both(FRAMES)), self.image_size)
+        depth, inst, pose = np.asarray(both(DEPTH), dtype=np.float32), both(INSTANCE), both(PART_POSE)
+        flow, vis = forward_flow(
+            depth[0], inst[0], pose[0], pose[1:], depth[1:], self.store.read(episode, PART_IDS), *gt
+        )
+        flow, vis = self._resized(flow, vis)
+        return {X0: images[0], PAIR_FRAME: images[1], GT_FLOW: flow[0], VISIBLE: vis[0]}
 
     def _resized(self, flow: np.ndarray, visible: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, H, W, 2) pixels and (T, H, W) bool at the data's size -> (T, 2, h, w) and (T, h, w) float32 at the

@@ -7,7 +7,8 @@ planner replans (MPC) until the object is within ``tolerance`` (3 cm) of the goa
 Success = within the tolerance when the episode ends.
 
 Planners: ``random`` (η uniform in the workspace), one CEM planner per checkpoint and flow source (the model's native
-flows, and DIS flows estimated from its frames), and ``oracle`` (CEM that simulates candidates in a cloned simulator).
+flows, and DIS flows estimated from its frames; models without native flows use the flow network of ``--flow-net``
+instead of DIS when one is given), and ``oracle`` (CEM that simulates candidates in a cloned simulator).
 Model planners start from the object's projected pixel and carry the designated pixel's predicted position from plan
 to plan, re-acquiring the object by its colour in the camera image around that position (``designated="track"``,
 the default; :class:`~imagine_ros.planning.costs.DesignatedTracker`), or only carry it (``"carry"``, Visual
@@ -17,6 +18,8 @@ is from the object's true projected centre (``drift``).
 The ``simulator`` planner is the same CEM and designated-pixel cost on a
 :class:`~imagine_ros.planning.oracle.SimPredictor`, which executes every candidate in the environment from a snapshot
 and returns rendered frames with ground-truth flows: the upper bound of the learned planners through the same cost.
+The same planner on flows estimated from those true frames (DIS, or the flow network) measures what the flow estimator
+alone costs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,7 +37,8 @@ from typing import Protocol
 import numpy as np
 
 from imagine_ros.errors import ConfigError
-from imagine_ros.flow import dis_flows
+from imagine_ros.flow import FLOW_SOURCES, dis_flows
+from imagine_ros.flownet import FlowNet, load_flownet
 from imagine_ros.planning.cem import CEMPlanner, PlannerConfig, PlanResult
 from imagine_ros.planning.costs import DesignatedTracker, point_map, propagate_map
 from imagine_ros.planning.oracle import OraclePlanner, SimPredictor, eta_actions
@@ -42,6 +47,10 @@ from imagine_ros.predictor import PredictorProtocol
 
 TASK_ENV_ID = "ImagineRos/PushTask-v0"
 DESIGNATED_MODES = ("track", "carry", "true")
+#: Flows of the simulator planner: its ground truth, or estimated from its true frames by DIS or the flow network.
+SIMULATOR_FLOWS = ("exact", "dis", "flownet")
+#: How agent names call estimated flows, by flow source.
+FLOW_LABELS = {"dis": "DIS flows", "flownet": "flow network flows"}
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -91,26 +100,42 @@ def make_task_env(tc: TaskConfig):
 
 
 # ------------------------------------------------------------------------------------------------------ agents
-class DisFlowPredictor:
-    """A predictor whose flows are re-estimated from its own frames with OpenCV DIS (``flow_source == "dis"``).
+class ReflowPredictor:
+    """A predictor whose flows are re-estimated from its own frames by ``estimator`` (``flow_source == source``).
 
-    Wraps any :class:`PredictorProtocol`; used to compare a method's native flows with DIS flows of its frames.
+    Wraps any :class:`PredictorProtocol`. ``estimator(x0 (H, W, 3) uint8, frames (..., H, W, 3) uint8) -> (..., H, W,
+    2) float32`` gives forward flows with :func:`imagine_ros.flow.dis_flows`'s convention (``dis_flows`` itself, or
+    :meth:`imagine_ros.flownet.FlowNet.estimate`); ``source`` (one of :data:`imagine_ros.flow.FLOW_SOURCES`) is what
+    the predictions then say. Used to compare a method's native flows with flows estimated from its frames, and to
+    plan on estimated flows of the simulator's true frames. Predictions that already carry ``source`` flows pass
+    through unchanged.
     """
 
-    def __init__(self, inner: PredictorProtocol):
-        self.inner = inner
+    def __init__(
+        self, inner: PredictorProtocol, estimator: Callable[[np.ndarray, np.ndarray], np.ndarray], source: str
+    ):
+        if source not in FLOW_SOURCES:
+            raise ConfigError(f"flow source must be one of {', '.join(FLOW_SOURCES)}, got {source!r}")
+        self.inner, self.estimator, self.source = inner, estimator, source
         self.image_size, self.horizon = inner.image_size, inner.horizon
         self.condition_dim, self.method = inner.condition_dim, inner.method
 
     def predict(self, images, conditions=None, num_samples: int = 1, seed: int | None = None) -> Prediction:
         pred = self.inner.predict(images, conditions, num_samples=num_samples, seed=seed)
-        if pred.flow_source == "dis":
+        if pred.flow_source == self.source:
             return pred
         t0 = time.perf_counter()
-        flows = np.stack([dis_flows(x, f) for x, f in zip(np.asarray(images), pred.frames)]).astype(np.float32)
+        flows = np.stack([self.estimator(x, f) for x, f in zip(np.asarray(images), pred.frames)]).astype(np.float32)
         timing = {**pred.timing, "flow": time.perf_counter() - t0}
         timing["total"] = pred.timing.get("total", 0.0) + timing["flow"]
-        return Prediction(pred.frames, flows, "dis", pred.method, pred.condition, pred.masks, timing)
+        return Prediction(pred.frames, flows, self.source, pred.method, pred.condition, pred.masks, timing)
+
+
+class DisFlowPredictor(ReflowPredictor):
+    """A :class:`ReflowPredictor` with OpenCV DIS (``flow_source == "dis"``)."""
+
+    def __init__(self, inner: PredictorProtocol):
+        super().__init__(inner, dis_flows, "dis")
 
 
 class Agent(Protocol):
@@ -190,14 +215,29 @@ class ModelAgent:
 
 class SimulatorAgent(ModelAgent):
     """The CEM planner and designated-pixel cost of the model agents on a :class:`SimPredictor` of the episode's own
-    environment (rendered frames and ground-truth flows of every candidate): the learned planners' upper bound."""
+    environment (rendered frames and ground-truth flows of every candidate): the learned planners' upper bound.
+
+    flows: "exact" (the ground-truth flows), "dis" (OpenCV DIS on the true frames) or "flownet" (``flow_net``, a
+    :class:`~imagine_ros.flownet.FlowNet` for ``image_size`` images, on the true frames).
+    """
 
     def __init__(self, config: PlannerConfig, eta_low, eta_high, horizon: int, image_size: int,
-                 designated: str = "track", flows: str = "exact"):  # fmt: skip
-        if flows not in ("exact", "dis"):
-            raise ConfigError(f"simulator flows must be 'exact' or 'dis', got {flows!r}")
-        self.flows = flows
-        what = "ground-truth flows" if flows == "exact" else "DIS flows of its true frames"
+                 designated: str = "track", flows: str = "exact", flow_net: FlowNet | None = None):  # fmt: skip
+        if flows not in SIMULATOR_FLOWS:
+            raise ConfigError(f"simulator flows must be one of {', '.join(SIMULATOR_FLOWS)}, got {flows!r}")
+        if flows == "flownet" and flow_net is None:
+            raise ConfigError("simulator flows 'flownet' need a flow network (flow_net; plan-eval --flow-net)")
+        if flows == "flownet" and flow_net.config.image_size != int(image_size):
+            raise ConfigError(
+                f"the flow network works on {flow_net.config.image_size} x {flow_net.config.image_size} images but "
+                f"the simulator renders {image_size} x {image_size}"
+            )
+        self.flows, self.flow_net = flows, flow_net
+        what = {
+            "exact": "ground-truth flows",
+            "dis": "DIS flows of its true frames",
+            "flownet": "flow network on its true frames",
+        }[flows]
         self.name, self.horizon, self.size = f"simulator ({what})", int(horizon), int(image_size)
         self.config, self.low, self.high = config, eta_low, eta_high
         self.mode = designated
@@ -208,8 +248,11 @@ class SimulatorAgent(ModelAgent):
     def reset(self, env, obs, info, seed) -> None:
         if self.planner is None or self.env is not env:
             sim = SimPredictor(env, self.horizon)
-            self.planner = CEMPlanner(sim if self.flows == "exact" else DisFlowPredictor(sim), self.config, self.low,
-                                      self.high)  # fmt: skip
+            if self.flows == "dis":
+                sim = DisFlowPredictor(sim)
+            elif self.flows == "flownet":
+                sim = ReflowPredictor(sim, self.flow_net.estimate, "flownet")
+            self.planner = CEMPlanner(sim, self.config, self.low, self.high)
             self.env = env
         super().reset(env, obs, info, seed)
 
@@ -519,7 +562,11 @@ def evaluate(
 def model_agents(
     name: str, predictor: PredictorProtocol, config: PlannerConfig, eta_low, eta_high, flows: str, designated: str
 ) -> list[ModelAgent]:
-    """One agent per flow source: ``flows`` is "native", "dis" or "both" (native only where the model has them)."""
+    """One agent per flow source: ``flows`` is "native", "dis" or "both" (native only where the model has them).
+
+    A model without native flows gets one agent, on the flows its predictor estimates from the frames (DIS, or the
+    flow network of a :class:`~imagine_ros.predictor.Predictor` given one), whatever ``flows`` says.
+    """
     if not predictor.condition_dim:
         raise ConfigError(f"{name} ({predictor.method}) takes no condition: planning over eta needs an eta model")
     probe = predictor.predict(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8), None, 1, seed=0)
@@ -528,8 +575,9 @@ def model_agents(
     if native and flows in ("native", "both"):
         agents.append(ModelAgent(f"{name} (native flows)", predictor, config, eta_low, eta_high, designated))
     if flows in ("dis", "both") or not native:
-        inner = DisFlowPredictor(predictor) if native else predictor
-        agents.append(ModelAgent(f"{name} (DIS flows)", inner, config, eta_low, eta_high, designated))
+        inner, source = (DisFlowPredictor(predictor), "dis") if native else (predictor, probe.flow_source)
+        label = FLOW_LABELS.get(source, f"{source} flows")
+        agents.append(ModelAgent(f"{name} ({label})", inner, config, eta_low, eta_high, designated))
     return agents
 
 
@@ -602,10 +650,19 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-elites", type=int, default=6, help="oracle CEM elites (default 6)")
     p.add_argument(
         "--simulator",
-        choices=["off", "exact", "dis", "both"],
+        type=simulator_flows,
         default="off",
+        metavar="off|both|exact,dis,flownet",
         help="also plan with the simulator-backed predictor (true futures, same CEM cost) on its ground-truth flows "
-        "(exact), on DIS flows of its true frames (dis) or both (default off)",
+        "(exact), on DIS flows of its true frames (dis), on flow network flows of its true frames (flownet, needs "
+        "--flow-net); a comma list of these, or both = exact,dis (default off)",
+    )
+    p.add_argument(
+        "--flow-net",
+        default=None,
+        metavar="PATH",
+        help="flow network (imagine-ros flownet's OUT/flownet.json): checkpoints without native flows get their flows "
+        "from it instead of DIS, and --simulator flownet plans on its flows",
     )
     p.add_argument("--sim-samples", type=int, default=60, help="simulator planner CEM candidates (default 60)")
     p.add_argument("--sim-iterations", type=int, default=3, help="simulator planner CEM iterations (default 3)")
@@ -616,6 +673,21 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="torch device of the checkpoints (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cli_plan_eval)
+
+
+def simulator_flows(text: str) -> tuple[str, ...]:
+    """``--simulator``'s value -> the flows of the simulator planners: "off" none, "both" exact and dis, else a comma
+    list of :data:`SIMULATOR_FLOWS` (each once, in the order given)."""
+    if text == "off":
+        return ()
+    if text == "both":
+        return ("exact", "dis")
+    names = [v.strip() for v in text.split(",")]
+    if not all(v in SIMULATOR_FLOWS for v in names):
+        raise argparse.ArgumentTypeError(
+            f"expected off, both or a comma list of {', '.join(SIMULATOR_FLOWS)}, got {text!r}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _small_cem(args: argparse.Namespace, prefix: str) -> PlannerConfig:
@@ -631,9 +703,18 @@ def _small_cem(args: argparse.Namespace, prefix: str) -> PlannerConfig:
 
 
 def cli_plan_eval(args: argparse.Namespace) -> int:
-    from imagine_ros.predictor import Predictor
+    from imagine_ros.predictor import Predictor, resolve_device
 
-    predictors = [(_checkpoint_name(c), Predictor.from_checkpoint(c, device=args.device)) for c in args.checkpoint]
+    if "flownet" in args.simulator and not args.flow_net:
+        raise ConfigError(
+            "--simulator flownet plans on flow network flows: give the network with --flow-net PATH "
+            "(OUT/flownet.json of imagine-ros flownet)"
+        )
+    flow_net = load_flownet(args.flow_net, device=resolve_device(args.device)) if args.flow_net else None
+    predictors = [
+        (_checkpoint_name(c), Predictor.from_checkpoint(c, device=args.device, flow_net=flow_net))
+        for c in args.checkpoint
+    ]
     horizon = predictors[0][1].horizon if predictors else 10
     size = predictors[0][1].image_size if predictors else 64
     tc = TaskConfig(
@@ -651,10 +732,10 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
     agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
     for name, pred in predictors:
         agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
-    if args.simulator != "off":
-        sim_cfg = _small_cem(args, "sim")
-        for flows in ("exact", "dis") if args.simulator == "both" else (args.simulator,):
-            agents.append(SimulatorAgent(sim_cfg, low, high, horizon, size, args.designated, flows))
+    for flows in args.simulator:
+        agents.append(
+            SimulatorAgent(_small_cem(args, "sim"), low, high, horizon, size, args.designated, flows, flow_net)
+        )
     if not args.no_oracle:
         oracle_cfg = _small_cem(args, "oracle")
         agents.append(OracleAgent(oracle_cfg, horizon))
@@ -662,7 +743,12 @@ def cli_plan_eval(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to evaluate: give --checkpoint or leave the random planner / oracle in")
     t0 = time.perf_counter()
     results, recs = evaluate(agents, tc, gifs=args.gifs, progress=not args.no_progress)
-    extra = {"planner_config": cfg.to_dict(), "checkpoints": args.checkpoint, "seconds": time.perf_counter() - t0}
+    extra = {
+        "planner_config": cfg.to_dict(),
+        "checkpoints": args.checkpoint,
+        "flow_net": args.flow_net,
+        "seconds": time.perf_counter() - t0,
+    }
     paths = write_report(results, tc, args.out, recs, extra)
     print(table(results, tc))
     print(f"written to {paths['table']}, {paths['results']}, {paths['plot']} and {args.out}/episodes/")
