@@ -57,9 +57,9 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
 def run_demo(
     checkpoint: str | Path | None = None,
     out: str | Path | None = None,
-    tasks: int = 3,
+    tasks: int = 5,
     planner: PlannerConfig | None = None,
-    budget: int = 12,
+    budget: int = 30,
     seed: int = 0,
     local: bool = False,
     device: str = "cpu",
@@ -73,7 +73,7 @@ def run_demo(
     t0 = time.perf_counter()
     ckpt = resolve_checkpoint(checkpoint)
     meta = read_checkpoint_meta(ckpt)
-    cfg = planner or PlannerConfig(samples=24, iterations=2, elites=4, max_batch=24)
+    cfg = planner or PlannerConfig()  # Visual Foresight's CEM: 200 samples x 3 iterations, 10 elites
     out = Path(out) if out is not None else Path.cwd() / f"imagine-ros-demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     if int(meta["config"].get("condition_dim", 0)) < 1:
@@ -163,12 +163,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="eta-conditioned model (default: shipped one)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default ./imagine-ros-demo-DATE-TIME)")
-    p.add_argument("--tasks", type=int, default=3, help="pushing tasks (default 3)")
-    p.add_argument("--budget", type=int, default=12, help="frames per task (default 12)")
+    p.add_argument("--tasks", type=int, default=5, help="pushing tasks (default 5)")
+    p.add_argument("--budget", type=int, default=30, help="frames per task (default 30, as plan-eval)")
     p.add_argument("--execute-steps", type=int, default=3, help="frames executed per plan (default 3)")
-    p.add_argument("--samples", type=int, default=24, help="CEM candidates per iteration (default 24)")
-    p.add_argument("--iterations", type=int, default=2, help="CEM iterations (default 2)")
-    p.add_argument("--elites", type=int, default=4, help="CEM elites (default 4)")
+    p.add_argument("--samples", type=int, default=200, help="CEM candidates per iteration (default 200, the paper's)")
+    p.add_argument("--iterations", type=int, default=3, help="CEM iterations (default 3)")
+    p.add_argument("--elites", type=int, default=10, help="CEM elites (default 10)")
     p.add_argument("--futures", type=int, default=1, help="futures per candidate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="task i uses env seed SEED+i (default 0)")
     p.add_argument("--local", action="store_true", help="predict in process instead of through a local broker")
