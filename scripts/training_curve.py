@@ -1,4 +1,5 @@
-"""Draw a run's training curves (TensorBoard scalars) and validation figures (metrics.jsonl) as one PNG.
+"""Draw a run's training curves (TensorBoard scalars) and validation figures (metrics.jsonl, where the run has one)
+as one PNG.
 
     python scripts/training_curve.py RUN --tags train/gt_epe_moving train/loss --out RUN/curve.png
 
@@ -55,7 +56,9 @@ def main() -> None:
         k = 25
         smooth = np.array([np.median(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))])
         panels.append((x, smooth, f"{tag} (moving median of {k} logs)"))
-    rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = args.run / "metrics.jsonl"  # the trainer's validation figures (imagine-ros flownet has none)
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
     keys = sorted({k for r in rows for k in r if k != "step"})
     for key in keys:
         pts = [(r["step"], r[key]) for r in rows if key in r]
