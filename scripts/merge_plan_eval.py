@@ -4,6 +4,10 @@ Planners can be evaluated in parallel processes (one ``plan-eval`` per checkpoin
 one with the baselines); with the same ``--tasks --seed --budget --execute-steps --hand`` they see the same tasks.
 
     python scripts/merge_plan_eval.py --out results/plan_eval runs/plan_eval_baselines runs/plan_eval_vd ...
+    python scripts/merge_plan_eval.py --out results/plan_eval new_run old_run --rename "demo (native flows)=old model"
+
+A planner that an earlier folder already holds (the same name after ``--rename``, e.g. ``random`` of two runs over
+the same tasks) is taken from the first folder only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="plan-eval output folders")
     ap.add_argument("--out", required=True, type=Path, help="merged output folder")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="relabel a planner (repeatable)")
     args = ap.parse_args()
+    renames = dict(r.split("=", 1) for r in args.rename)
     merged: dict = {"runs": [], "planners": [], "episodes": {}}
     task_config = None
     for run in args.runs:
@@ -42,8 +48,14 @@ def main() -> None:
         merged["runs"].append(
             {"folder": str(run), "checkpoints": r.get("checkpoints"), "planner_config": r.get("planner_config")}
         )
-        merged["planners"] += r["planners"]
-        merged["episodes"].update(r["episodes"])
+        for planner in r["planners"]:
+            old = planner["planner"]
+            name = renames.get(old, old)
+            if name in merged["episodes"]:
+                print(f"note: {name!r} of {run} left out: an earlier folder holds it")
+                continue
+            merged["planners"].append({**planner, "planner": name})
+            merged["episodes"][name] = r["episodes"][old]
         for gif in sorted((run / "episodes").glob("*.gif")):
             (args.out / "episodes").mkdir(parents=True, exist_ok=True)
             shutil.copy(gif, args.out / "episodes" / gif.name)
