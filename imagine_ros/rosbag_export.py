@@ -25,6 +25,10 @@ Time: frame ``t`` of an episode is stamped ``start + t * period``. The first exp
 strictly increasing per topic and the bag is a pure function of the dataset and the options. The bag's receive time
 equals the header stamp.
 
+Bags for a distro (:data:`BAG_VERSIONS`): Humble and Iron get rosbag2 metadata version 8, whose topics carry
+``offered_qos_profiles`` as one YAML string (what their rosbag2 parses); Jazzy and later get version 9, where it is a
+YAML sequence. Every topic is offered as a default reliable publisher (:func:`offered_qos`).
+
 The bag is written into a hidden sibling folder and renamed into place when complete; an existing output path is
 never touched.
 """
@@ -52,6 +56,10 @@ EPISODE_TOPIC = "/episode"
 PREDICTION_PREFIX = "/imagine_prediction"
 ETA_TOPIC = "/eta"
 STORAGES = ("mcap", "sqlite3")
+#: rosbag2 metadata version written per distro: what that distro's rosbag2 reads. Humble and Iron read up to version
+#: 8, where a topic's ``offered_qos_profiles`` is one YAML string; Jazzy and later write and read version 9, where it
+#: is a YAML sequence. Older distros read older versions, which rosbags does not write (it writes 8 and 9).
+BAG_VERSIONS = {"humble": 8, "iron": 8, "jazzy": 9, "kilted": 9, "lyrical": 9}
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
 
@@ -141,6 +149,37 @@ def _is_within(child: Path, parent: Path) -> bool:
     return True
 
 
+def bag_version(distro: str) -> int:
+    """The rosbag2 metadata version that ``distro`` reads (:data:`BAG_VERSIONS`); ConfigError for another distro."""
+    name = str(distro).strip().lower().removeprefix("ros2_")
+    if name not in BAG_VERSIONS:
+        raise ConfigError(
+            f"cannot write a bag for ROS 2 {distro!r}: bags are written for {', '.join(BAG_VERSIONS)} (rosbag2 "
+            "metadata versions 8 and 9; older distros read only older versions)"
+        )
+    return BAG_VERSIONS[name]
+
+
+def offered_qos():
+    """The QoS every topic of an exported bag is recorded as offered with: a default ROS 2 publisher (reliable,
+    volatile, keep last 10, automatic liveliness, no deadline, lifespan or lease), what ``ros2 bag play`` then offers
+    and what default-QoS subscribers (RViz, rqt_image_view, ``ros2 topic echo``) match."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    none = QosTime(sec=0, nsec=0)  # 0: the RMW's default (infinite)
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=10,
+        reliability=QosReliability.RELIABLE,
+        durability=QosDurability.VOLATILE,
+        deadline=none,
+        lifespan=none,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=none,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
 def export_bag(
     data_dir: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -163,7 +202,9 @@ def export_bag(
     predict_every: int = 1,
     resize: str = "crop",
 ) -> dict[str, Any]:
-    """Write the selected episodes of the dataset in ``data_dir`` as a rosbag2 (version 9) folder at ``out_path``.
+    """Write the selected episodes of the dataset in ``data_dir`` as a rosbag2 folder at ``out_path``, with the
+    metadata version and QoS format that ``distro``'s rosbag2 reads (:func:`bag_version`) and every topic offered as
+    :func:`offered_qos`.
 
     ``episodes``: dataset indices (default: all of ``split``); ``frame_id_objects`` defaults to ``frame_id_base``.
     ``checkpoint``: also write predictions (module docstring) with ``num_samples`` futures per frame, noise ``seed``,
@@ -185,7 +226,9 @@ def export_bag(
     if _is_within(out, data_dir):
         raise DatasetError(f"--out {out} is inside the dataset folder {data_dir}; choose a path outside it")
     plugin = _storage_plugin(storage)
-    typestore = ros_msgs.get_typestore(distro)
+    typestore = ros_msgs.get_typestore(distro)  # an unknown distro is refused here, naming the known ones
+    version = bag_version(distro)
+    qos = [offered_qos()]
     frame_id_objects = frame_id_base if frame_id_objects is None else frame_id_objects
 
     store = EpisodeStore(data_dir)
@@ -212,7 +255,7 @@ def export_bag(
         first_ns = last_ns = None
         frames_written = 0
         try:
-            writer = Writer(tmp_dir / out.name, version=9, storage_plugin=plugin)
+            writer = Writer(tmp_dir / out.name, version=version, storage_plugin=plugin)
             meta = store.meta
             writer.set_custom_data(
                 "imagine_ros",
@@ -236,7 +279,9 @@ def export_bag(
                 def conn(topic: str, msgtype: str):
                     c = conns.get(topic)
                     if c is None:
-                        c = conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+                        c = conns[topic] = writer.add_connection(
+                            topic, msgtype, typestore=typestore, offered_qos_profiles=qos
+                        )
                         counts[topic] = 0
                     return c
 
@@ -374,7 +419,8 @@ def register_cli(subparsers: Any) -> Any:
         "export-bag",
         help="write a dataset as a ROS 2 bag (MCAP or sqlite3): camera images, end-effector and object positions",
         description=(
-            "Write episodes of a dataset folder as a ROS 2 bag (rosbag2 version 9) without a ROS install: "
+            "Write episodes of a dataset folder as a ROS 2 bag without a ROS install, in the rosbag2 metadata version "
+            "that --distro reads (humble, iron: 8; jazzy and later: 9): "
             "sensor_msgs/Image rgb8 frames, geometry_msgs/PointStamped end-effector and object positions, and a "
             "std_msgs/String with the episode index and seed at each episode start."
         ),
@@ -389,7 +435,12 @@ def register_cli(subparsers: Any) -> Any:
     )
     p.add_argument("--split", default="all", choices=SPLIT_CHOICES, help="episodes of this split (default: all)")
     p.add_argument("--storage", default="mcap", choices=STORAGES, help="bag storage plugin (default: mcap)")
-    p.add_argument("--distro", default="humble", help="ROS 2 distro whose message definitions to use (default: humble)")
+    p.add_argument(
+        "--distro",
+        default="humble",
+        help="ROS 2 distro that will read the bag: its message definitions and rosbag2 metadata version "
+        f"({', '.join(BAG_VERSIONS)}; default: humble)",
+    )
     p.add_argument(
         "--frame-period",
         type=float,

@@ -234,3 +234,66 @@ def test_failure_mid_export_leaves_nothing(dataset, tmp_path, monkeypatch):
     ):
         export_bag(dataset, tmp_path / "bag", storage="mcap", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# the field types each distro's rosbag2 parser (rosbag2_storage's metadata YAML decoder) reads
+COMMON_FIELDS = {
+    "version": int,
+    "storage_identifier": str,
+    "relative_file_paths": list,
+    "duration": dict,
+    "starting_time": dict,
+    "message_count": int,
+    "topics_with_message_count": list,
+    "compression_format": str,
+    "compression_mode": str,
+    "files": list,
+    "ros_distro": str,
+}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("distro, version", [("humble", 8), ("iron", 8), ("jazzy", 9)])
+def test_bag_metadata_has_the_version_and_field_types_the_distro_reads(dataset, tmp_path, storage, distro, version):
+    """Humble's rosbag2 reads metadata up to version 8 with each topic's offered QoS as one YAML string; Jazzy writes
+    and reads version 9 with a YAML sequence. Parsed here with ruamel.yaml, not with what wrote it."""
+    from ruamel.yaml import YAML
+
+    out = tmp_path / f"{distro}_{storage}"
+    export_bag(dataset, out, episodes=[0], storage=storage, distro=distro, progress=False)
+    info = YAML(typ="safe").load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == version
+    for key, kind in COMMON_FIELDS.items():
+        assert isinstance(info[key], kind), (key, type(info[key]))
+    assert isinstance(info["duration"]["nanoseconds"], int)
+    assert isinstance(info["starting_time"]["nanoseconds_since_epoch"], int)
+    assert info["storage_identifier"] == storage
+    assert all(isinstance(f["path"], str) and isinstance(f["message_count"], int) for f in info["files"])
+    assert isinstance(info["custom_data"], dict) and all(isinstance(v, str) for v in info["custom_data"].values())
+    topics = info["topics_with_message_count"]
+    assert {t["topic_metadata"]["name"] for t in topics} >= {"/episode", IMAGE_TOPIC, EE_TOPIC}
+    for t in topics:
+        meta = t["topic_metadata"]
+        assert isinstance(t["message_count"], int) and isinstance(meta["serialization_format"], str)
+        offered = meta["offered_qos_profiles"]
+        if version == 8:  # a YAML document inside a string, enums as integers (rmw's values)
+            assert isinstance(offered, str)
+            (profile,) = YAML(typ="safe").load(offered)
+            assert (profile["reliability"], profile["durability"], profile["history"]) == (1, 2, 1)
+        else:  # a YAML sequence, enums by name
+            assert isinstance(offered, list)
+            (profile,) = offered
+            assert (profile["reliability"], profile["durability"], profile["history"]) == (
+                "reliable",
+                "volatile",
+                "keep_last",
+            )
+        assert profile["depth"] == 10
+    _, msgs, _ = read_bag(out)  # and it still reads back
+    assert len(msgs[IMAGE_TOPIC]) == T
+
+
+def test_bags_for_distros_whose_rosbag2_reads_only_older_metadata_are_refused(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="cannot write a bag for ROS 2 'foxy'.*humble, iron, jazzy"):
+        export_bag(dataset, tmp_path / "foxy", episodes=[0], distro="foxy", progress=False)
+    assert not (tmp_path / "foxy").exists()
