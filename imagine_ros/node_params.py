@@ -201,7 +201,7 @@ NODE_PARAMS: dict[str, tuple[Param, ...]] = {PREDICTION_NODE: PREDICTION_PARAMS,
 #: topics of each node (relative names are remappable): (name, message type, direction, description)
 NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     PREDICTION_NODE: (
-        ("image", "sensor_msgs/msg/Image", "sub", "camera (sensor-data QoS); rgb8, bgr8, mono8, rgba8, bgra8"),
+        ("image", "sensor_msgs/msg/Image", "sub", "camera; rgb8, bgr8, mono8, rgba8, bgra8"),
         ("eta", "geometry_msgs/msg/PointStamped", "sub", "eta: target end-effector position (metres, eta_frame)"),
         ("~/planner/designated", "geometry_msgs/msg/PointStamped", "sub",
          "planner: pixel (x, y) of the object to push, camera image coordinates"),
@@ -216,7 +216,7 @@ NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
          "latency, dropped frames, failures (every diagnostics_period)"),
     ),
     SIM_NODE: (
-        ("~/camera/image_raw", "sensor_msgs/msg/Image", "pub", "rgb8 camera image (sensor-data QoS)"),
+        ("~/camera/image_raw", "sensor_msgs/msg/Image", "pub", "rgb8 camera image"),
         ("~/camera/camera_info", "sensor_msgs/msg/CameraInfo", "pub", "camera intrinsics (K, P)"),
         ("~/ee_position", "geometry_msgs/msg/PointStamped", "pub", "end-effector position (metres, base_frame)"),
         ("~/task/object_pixel", "geometry_msgs/msg/PointStamped", "pub",
@@ -226,6 +226,40 @@ NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
          "commanded end-effector target (metres, base_frame); the hand moves towards it by max_step per step"),
     ),
 }  # fmt: skip
+
+
+#: QoS of every topic, ``(reliability, depth)`` with history keep-last and volatile durability, following REP-2003:
+#: the camera's image and camera_info are published *reliable* (default-QoS tools such as rqt_image_view, RViz and
+#: ``ros2 topic echo`` receive them, and an image's camera_info arrives with it); the prediction node subscribes to
+#: images *best effort* (it matches reliable and best-effort cameras and never waits for a frame it would drop anyway);
+#: everything else is the ROS 2 default (reliable, depth 10), the predictions' large images with depth 2.
+TOPIC_QOS: dict[str, dict[str, tuple[str, int]]] = {
+    PREDICTION_NODE: {
+        "image": ("best_effort", 5),
+        "eta": ("reliable", 10),
+        "~/planner/designated": ("reliable", 10),
+        "~/planner/goal": ("reliable", 10),
+        "~/future/frames": ("reliable", 2),
+        "~/future/flows": ("reliable", 2),
+        "~/future/flow_vis": ("reliable", 2),
+        "~/planned_eta": ("reliable", 10),
+        "/diagnostics": ("reliable", 10),
+    },
+    SIM_NODE: {
+        "~/camera/image_raw": ("reliable", 5),
+        "~/camera/camera_info": ("reliable", 5),
+        "~/ee_position": ("reliable", 10),
+        "~/task/object_pixel": ("reliable", 10),
+        "~/task/goal_pixel": ("reliable", 10),
+        "~/target": ("reliable", 10),
+    },
+}
+
+
+def qos_text(node_name: str, topic: str) -> str:
+    """How the README's topic tables state a topic's QoS, e.g. ``reliable, depth 10``."""
+    reliability, depth = TOPIC_QOS[node_name][topic]
+    return f"{reliability.replace('_', ' ')}, depth {depth}"
 
 
 def file_parameter(data: Any, node_name: str, name: str) -> Any:

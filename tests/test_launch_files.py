@@ -25,7 +25,7 @@ from ruamel.yaml import YAML  # a dependency of rosbags; PyYAML is not needed
 
 from imagine_ros import node_params
 from imagine_ros.cli import build_parser
-from imagine_ros.node_params import NODE_PARAMS, NODE_TOPICS, check_value
+from imagine_ros.node_params import NODE_PARAMS, NODE_TOPICS, TOPIC_QOS, check_value, qos_text
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
@@ -333,6 +333,15 @@ def test_nodes_declare_the_tables_and_create_exactly_the_documented_topics(modul
             topics.add((_const(c.args[1]), ast.unparse(c.args[0]), kind))
     documented = {(t, msgtype.rsplit("/", 1)[1], kind) for t, msgtype, kind, _ in NODE_TOPICS[node_name]}
     assert topics == documented
+    # every topic gets its QoS from the table (REP-2003), by its own name: q("topic") with q = partial(topic_qos, NODE)
+    for c in calls:
+        if _call_name(c) in ("create_publisher", "create_subscription"):
+            qos = c.args[-1]
+            assert isinstance(qos, ast.Call) and _call_name(qos) == "q", ast.unparse(c)
+            assert _const(qos.args[0]) == _const(c.args[1]), ast.unparse(c)
+    assert set(TOPIC_QOS[node_name]) == {t for t, *_ in NODE_TOPICS[node_name]}
+    partials = [c for c in calls if _call_name(c) == "partial" and ast.unparse(c.args[0]) == "topic_qos"]
+    assert len(partials) == 1 and getattr(node_params, ast.unparse(partials[0].args[1])) == node_name
     assert any(_call_name(c) == "create_timer" for c in calls)
     init = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "__init__")
     assert ast.unparse(init.args.defaults[0]) in ("PREDICTION_NODE", "SIM_NODE")
@@ -352,6 +361,8 @@ def test_readme_documents_every_parameter_and_topic():
             assert f"`{_yaml_text(p.default)}`" in row, f"README row of {p.name} lacks its default"
         for topic, msgtype, *_ in NODE_TOPICS[node_name]:
             assert f"`{topic}`" in text and msgtype in text, topic
+            row = next(line for line in text.splitlines() if line.startswith(f"| `{topic}` | {msgtype} |"))
+            assert f"| {qos_text(node_name, topic)} |" in row, f"README row of {topic} lacks its QoS"
     for name in OURS:
         assert f"ros2 launch imagine_ros {name}" in text
     assert "colcon build" in text and "export-bag" in text
@@ -473,3 +484,13 @@ def test_file_parameter_reads_ros2_parameter_files():
     assert node_params.file_parameter(data, "other", "base_frame") == "odom"
     assert node_params.file_parameter(data, "other", "remote.endpoint") == "tcp://a:1"
     assert node_params.file_parameter(None, "imagine_sim", "base_frame") is None
+
+
+def test_qos_follows_rep_2003():
+    """Sensor publishers are reliable (default-QoS tools receive them; an image and its camera_info arrive together);
+    the prediction node's camera subscription is best effort (matches any camera, never waits for a late frame)."""
+    sim, pred = TOPIC_QOS["imagine_sim"], TOPIC_QOS["imagine_prediction"]
+    assert sim["~/camera/image_raw"][0] == sim["~/camera/camera_info"][0] == "reliable"
+    assert sim["~/camera/image_raw"][1] == sim["~/camera/camera_info"][1]
+    assert pred["image"][0] == "best_effort"
+    assert all(r in ("reliable", "best_effort") and d >= 1 for q in TOPIC_QOS.values() for r, d in q.values())

@@ -19,9 +19,10 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.logging import get_logger
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from imagine_ros.errors import ConfigError, ImagineRosError
-from imagine_ros.node_params import Param, validate
+from imagine_ros.node_params import TOPIC_QOS, Param, validate
 
 #: parameters rclpy itself reads (or declares) on every node: never reported as unknown
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
@@ -49,6 +50,15 @@ def unknown_parameters(node: Node, specs: tuple[Param, ...]) -> list[str]:
         name
         for name in given
         if name not in declared and name not in ROS_PARAMETERS and not name.startswith(ROS_PARAMETER_PREFIXES)
+    )
+
+
+def topic_qos(node_name: str, topic: str) -> QoSProfile:
+    """The QoS profile of a node's topic, from :data:`imagine_ros.node_params.TOPIC_QOS` (keep last, volatile)."""
+    reliability, depth = TOPIC_QOS[node_name][topic]
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy, durability=DurabilityPolicy.VOLATILE
     )
 
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from functools import partial
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from imagine_ros import pipeline as pl
 from imagine_ros import ros_msgs
 from imagine_ros.node_params import PREDICTION_NODE, PREDICTION_PARAMS
-from imagine_ros.ros.params import declare_and_read, spin_node
+from imagine_ros.ros.params import declare_and_read, spin_node, topic_qos
 
 THROTTLE_S = 5.0
-OUTPUT_DEPTH = 2
 STOP_WAIT_S = 10.0  # longest wait for a running prediction when the node is destroyed
 
 
@@ -48,18 +47,19 @@ class ImaginePredictionNode(Node):
             )
             self._failing = 0
 
-            self.pub_frames = self.create_publisher(Image, "~/future/frames", OUTPUT_DEPTH)
-            self.pub_flows = self.create_publisher(Image, "~/future/flows", OUTPUT_DEPTH)
-            self.pub_flow_vis = self.create_publisher(Image, "~/future/flow_vis", OUTPUT_DEPTH)
-            self.pub_planned = self.create_publisher(PointStamped, "~/planned_eta", 10)
-            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            q = partial(topic_qos, PREDICTION_NODE)  # the QoS table, whatever name the node runs under
+            self.pub_frames = self.create_publisher(Image, "~/future/frames", q("~/future/frames"))
+            self.pub_flows = self.create_publisher(Image, "~/future/flows", q("~/future/flows"))
+            self.pub_flow_vis = self.create_publisher(Image, "~/future/flow_vis", q("~/future/flow_vis"))
+            self.pub_planned = self.create_publisher(PointStamped, "~/planned_eta", q("~/planned_eta"))
+            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", q("/diagnostics"))
 
-            self.sub_image = self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-            self.sub_eta = self.create_subscription(PointStamped, "eta", self._on_eta, 10)
+            self.sub_image = self.create_subscription(Image, "image", self._on_image, q("image"))
+            self.sub_eta = self.create_subscription(PointStamped, "eta", self._on_eta, q("eta"))
             self.sub_designated = self.create_subscription(
-                PointStamped, "~/planner/designated", self._on_designated, 10
+                PointStamped, "~/planner/designated", self._on_designated, q("~/planner/designated")
             )
-            self.sub_goal = self.create_subscription(PointStamped, "~/planner/goal", self._on_goal, 10)
+            self.sub_goal = self.create_subscription(PointStamped, "~/planner/goal", self._on_goal, q("~/planner/goal"))
             if p["diagnostics_period"] > 0:
                 self.diag_timer = self.create_timer(p["diagnostics_period"], self._diagnostics)
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from functools import partial
 from typing import Any
 
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from imagine_ros import ros_msgs
 from imagine_ros.node_params import SIM_NODE, SIM_PARAMS
-from imagine_ros.ros.params import declare_and_read, spin_node
+from imagine_ros.ros.params import declare_and_read, spin_node, topic_qos
 from imagine_ros.sim_bridge import SimBridge, SimBridgeConfig, SimState
 
 THROTTLE_S = 5.0
@@ -46,12 +46,13 @@ class ImagineSimNode(Node):
                     renderer=p["renderer"],
                 )
             )
-            self.pub_image = self.create_publisher(Image, "~/camera/image_raw", qos_profile_sensor_data)
-            self.pub_info = self.create_publisher(CameraInfo, "~/camera/camera_info", 10)
-            self.pub_ee = self.create_publisher(PointStamped, "~/ee_position", 10)
-            self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", 10)
-            self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", 10)
-            self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, 10)
+            q = partial(topic_qos, SIM_NODE)  # the QoS table, whatever name the node runs under
+            self.pub_image = self.create_publisher(Image, "~/camera/image_raw", q("~/camera/image_raw"))
+            self.pub_info = self.create_publisher(CameraInfo, "~/camera/camera_info", q("~/camera/camera_info"))
+            self.pub_ee = self.create_publisher(PointStamped, "~/ee_position", q("~/ee_position"))
+            self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", q("~/task/object_pixel"))
+            self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", q("~/task/goal_pixel"))
+            self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, q("~/target"))
             self.timer = self.create_timer(p["frame_dt"] / p["real_time_factor"], self._tick)
             self._publish(self.bridge.state)
             low, high = self.bridge.workspace
