@@ -8,6 +8,7 @@ Wiring (topics):
     /imagine_sim/camera/image_raw ──▶ imagine_prediction (image)
     /imagine_sim/target ──────────▶ imagine_prediction (eta): the commanded target is the eta of the prediction
     /imagine_prediction/planned_eta is published on /imagine_sim/target: with planner:=true the plans drive the hand
+    (under a namespace NS every name gets the NS prefix: the remappings are private and relative)
     /imagine_sim/task/object_pixel, /imagine_sim/task/goal_pixel ──▶ the planner's designated and goal pixels
 
 Without the planner, command the hand yourself:
@@ -28,7 +29,11 @@ from imagine_ros.node_params import PREDICTION_PARAMS, SIM_NODE, SIM_PARAMS, def
 ARGUMENTS = {
     "checkpoint": ("", "model checkpoint NAME.json (required unless the parameter file names one)"),
     "device": ("", "torch device: auto, cpu, cuda, cuda:1 (overrides the parameter file when not empty)"),
-    "planner": ("false", "run the CEM planner and let its eta drive the simulated hand (also sets task mode)"),
+    "planner": (
+        "",
+        "true: run the CEM planner and let its eta drive the simulated hand (also sets task mode); false: do not; "
+        "unset: as the parameter files say (planner.enabled, task)",
+    ),
     "image_size": ("", "simulator camera side in pixels (overrides the parameter file when not empty)"),
     "seed": ("", "seed of the simulated scene (overrides the parameter file when not empty)"),
     "prediction_params": ("", "parameter file of the prediction node (default: config/prediction.yaml)"),
@@ -76,12 +81,14 @@ def _nodes(context, *args, **kwargs):
             name="imagine_prediction",
             output="screen",
             parameters=[prediction_params, prediction],
+            # private sources (~/) and relative targets: the wiring holds under any namespace (ros2 launch
+            # --ros-args or a PushRosNamespace around this file puts both nodes in it)
             remappings=[
-                ("image", "/imagine_sim/camera/image_raw"),
-                ("eta", "/imagine_sim/target"),
-                ("/imagine_prediction/planned_eta", "/imagine_sim/target"),
-                ("/imagine_prediction/planner/designated", "/imagine_sim/task/object_pixel"),
-                ("/imagine_prediction/planner/goal", "/imagine_sim/task/goal_pixel"),
+                ("image", "imagine_sim/camera/image_raw"),
+                ("eta", "imagine_sim/target"),
+                ("~/planned_eta", "imagine_sim/target"),
+                ("~/planner/designated", "imagine_sim/task/object_pixel"),
+                ("~/planner/goal", "imagine_sim/task/goal_pixel"),
             ],
         ),
     ]

@@ -232,10 +232,12 @@ def test_launch_file_nodes_parameters_and_remappings_exist(path):
             for pair in remaps.elts:
                 src = _const(pair.elts[0])
                 assert src in _topic_names(name), f"{path.name}: {name} has no topic {src!r} to remap"
+                assert not src.startswith("/"), f"{path.name}: absolute source {src!r} breaks under a namespace"
                 dst = _const(pair.elts[1])
-                if isinstance(dst, str) and dst.startswith("/imagine_"):
-                    other = dst.split("/")[1]
-                    assert dst in _topic_names(other), f"{path.name}: {dst!r} is no topic of {other}"
+                if isinstance(dst, str) and dst.lstrip("/").startswith("imagine_"):
+                    assert not dst.startswith("/"), f"{path.name}: absolute target {dst!r} breaks under a namespace"
+                    other = dst.split("/")[0]
+                    assert f"/{dst}" in _topic_names(other), f"{path.name}: {dst!r} is no topic of {other}"
     # every *_OVERRIDES table maps declared launch arguments onto parameters of its node
     tree = ast.parse(path.read_text())
     dicts = _module_dicts(tree)
@@ -447,9 +449,8 @@ def test_prediction_launch_passes_overrides_only_when_given(monkeypatch):
 
 
 def test_sim_prediction_launch_takes_eta_frame_from_the_simulator(monkeypatch, tmp_path):
-    nodes = _nodes_by_name(
-        _run_launch_file(monkeypatch, "sim_prediction.launch.py", checkpoint="/m/vd.json", planner="")
-    )
+    nodes = _nodes_by_name(_run_launch_file(monkeypatch, "sim_prediction.launch.py", checkpoint="/m/vd.json"))
+    # planner unset: the parameter files decide planner.enabled and task (no override), as for every other argument
     assert nodes["imagine_sim"]["parameters"] == [str(ROOT / "config" / "sim.yaml")]  # no empty override dict
     assert nodes["imagine_prediction"]["parameters"][1] == {"checkpoint": "/m/vd.json", "eta_frame": "panda_link0"}
     own = tmp_path / "sim.yaml"
