@@ -81,8 +81,8 @@ def _nodes(context, *args, **kwargs):
             name="imagine_prediction",
             output="screen",
             parameters=[prediction_params, prediction],
-            # private sources (~/) and relative targets: the wiring holds under any namespace (ros2 launch
-            # --ros-args or a PushRosNamespace around this file puts both nodes in it)
+            # private sources (~/) and relative targets: the wiring holds under any namespace (a PushRosNamespace
+            # around the include of this file puts both nodes in it)
             remappings=[
                 ("image", "imagine_sim/camera/image_raw"),
                 ("eta", "imagine_sim/target"),
