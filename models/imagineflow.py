@@ -22,8 +22,8 @@ A conditional VAE with four parts (videos inside the model are laid out (B, T, C
                                           relu{1,2,3}_1; input = warped frame (3) + its visibility mask (1); output =
                                           the warped frame + a predicted correction (3 channels)
 
-The 3D convolutions (kernel time_kernel x 3 x 3) are :class:`TimeConv`: the same numbers as ``F.conv3d``, computed as
-one 2D convolution over time-shifted slices, because PyTorch's CPU conv3d backward is several times slower.
+The 3D convolutions (kernel time_kernel x 3 x 3) are :class:`TimeConv`: the same numbers as ``F.conv3d``, computed with
+2D convolutions, because PyTorch's CPU conv3d backward is several times slower.
 BatchNorm and LeakyReLU(0.2) after every hidden conv (He initialisation); the flow head and the synthesis output are
 linear (the synthesis output starts at zero: R starts as the identity on the warped frame).
 
@@ -323,8 +323,10 @@ def _conv2d(cin: int, cout: int, k: int = 3, stride: int = 1, padding: int | Non
 
 class TimeConv(nn.Module):
     """A 3D convolution (kernel ``(kt, 3, 3)``, zero padding ``(kt // 2, 1, 1)``) on videos laid out as
-    (B, T, C, H, W), computed as one 2D convolution over the ``kt`` time-shifted slices stacked along channels
-    (the same numbers as ``F.conv3d``; PyTorch's CPU conv3d backward is several times slower).
+    (B, T, C, H, W), computed with 2D convolutions (the same numbers as ``F.conv3d``, whose CPU backward is several
+    times slower): at time stride 1 every frame once, with the ``kt`` temporal taps stacked along the outputs, summed
+    with time shifts; at time stride > 1 over the time-shifted input slices stacked along channels. An optional
+    ``static`` input, the same at every step, is convolved once per video (``benchmarks/bench_timeconv.py``).
 
     ``weight`` has Conv3d's layout (C_out, C_in, kt, 3, 3). ``stride``: spatial; ``time_stride``: temporal.
     x: (B, T, C_in, H, W) -> (B, T', C_out, H', W') with ``T' = (T - 1) // time_stride + 1``.
