@@ -28,6 +28,11 @@ class _Summary:
         return self.s
 
 
+def _slug(name: str) -> str:
+    """The file-name form of a planner's name (as plan-eval names its GIFs)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="plan-eval output folders")
@@ -56,9 +61,11 @@ def main() -> None:
                 continue
             merged["planners"].append({**planner, "planner": name})
             merged["episodes"][name] = r["episodes"][old]
+        slugs = {_slug(old): _slug(new) for old, new in renames.items()}
         for gif in sorted((run / "episodes").glob("*.gif")):
             (args.out / "episodes").mkdir(parents=True, exist_ok=True)
-            shutil.copy(gif, args.out / "episodes" / gif.name)
+            planner, task = gif.stem.rsplit("_task", 1)  # plan-eval's names: SLUG_taskNNN.gif
+            shutil.copy(gif, args.out / "episodes" / f"{slugs.get(planner, planner)}_task{task}.gif")
     merged["task_config"] = task_config
     summaries = [_Summary(s) for s in merged["planners"]]
     text = table(summaries, TaskConfig(**{**task_config, "goal_distance": tuple(task_config["goal_distance"])}))
