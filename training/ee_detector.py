@@ -289,12 +289,12 @@ def save_detector(path: str | os.PathLike, model: EEDetector, extra: dict[str, A
     """Write ``model`` (weights atomically, then the JSON with ``extra``). Returns the JSON path."""
     from safetensors.torch import save_file
 
-    from imagine_ros.models.checkpoint import _atomic, sha256_file
+    from imagine_ros.models.checkpoint import atomic_write, sha256_file
 
     weights, meta_path = detector_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT_NAME}))
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT_NAME}))
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -304,7 +304,7 @@ def save_detector(path: str | os.PathLike, model: EEDetector, extra: dict[str, A
         "weights_sha256": sha256_file(weights),
         **(extra or {}),
     }
-    _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
     return meta_path
 
 
