@@ -40,15 +40,21 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
 
 from imagine_ros.constants import X0
 from imagine_ros.errors import ConfigError
 from imagine_ros.models.base import check_int, check_ints, check_number
-from imagine_ros.models.checkpoint import CheckpointError, atomic_write, checkpoint_paths, sha256_file, state_tensors
+from imagine_ros.models.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    checkpoint_paths,
+    read_verified_weights,
+    sha256_file,
+    state_tensors,
+)
 from imagine_ros.training.clips import (
     GT_FLOW,
     PAIR_FRAME,
@@ -251,15 +257,7 @@ def load_flownet(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         config = FlowNetConfig.from_dict(doc.get("config"))
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"flow network {meta_path} does not fit this imagine_ros: {e}") from None
-    weights = meta_path.with_name(str(doc.get("weights", weights.name)))
-    if not weights.exists():
-        raise CheckpointError(f"flow network {meta_path} lacks its weights file {weights.name}")
-    if doc.get("weights_sha256") and sha256_file(weights) != doc["weights_sha256"]:
-        raise CheckpointError(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} cannot be read as safetensors ({e})") from None
+    weights, state = read_verified_weights(meta_path, doc, weights)
     net = FlowNet(config)
     own = net.state_dict()
     mismatched = sorted(set(own) ^ set(state)) + sorted(

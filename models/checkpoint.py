@@ -120,6 +120,24 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def read_verified_weights(
+    meta_path: Path, meta: dict[str, Any], default: Path, error: type[Exception] = CheckpointError
+) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The path and the tensors (on the CPU) of the safetensors file that the JSON ``meta`` (read from ``meta_path``)
+    names under ``"weights"`` (else ``default``), beside it, after checking that it exists and matches
+    ``"weights_sha256"``. Raises ``error`` saying which check failed. Shared by every two-file format here
+    (checkpoints, flow networks, end-effector detectors)."""
+    weights = meta_path.with_name(str(meta.get("weights", default.name)))
+    if not weights.exists():
+        raise error(f"{meta_path} lacks its weights file {weights.name}")
+    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
+        raise error(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
+    try:
+        return weights, load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise error(f"{weights} cannot be read as safetensors ({e})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model of a checkpoint from its two files (no other input) on ``device``, in eval mode."""
     weights, meta_path = checkpoint_paths(path)
@@ -129,15 +147,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         config = cls.Config.from_dict(meta.get("config") or {})
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {meta_path} does not fit this imagine_ros: {e}") from None
-    weights = meta_path.with_name(meta.get("weights", weights.name))
-    if not weights.exists():
-        raise CheckpointError(f"checkpoint {meta_path} lacks its weights file {weights.name}")
-    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} cannot be read as safetensors ({e})") from None
+    weights, state = read_verified_weights(meta_path, meta, weights)
     model = cls(config)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

@@ -310,10 +310,7 @@ def save_detector(path: str | os.PathLike, model: EEDetector, extra: dict[str, A
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[EEDetector, dict[str, Any]]:
     """Rebuild a detector from its two files, in eval mode on ``device``. Returns (model, the JSON as a dict)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from imagine_ros.models.checkpoint import sha256_file
+    from imagine_ros.models.checkpoint import read_verified_weights
 
     weights, meta_path = detector_paths(path)
     if not meta_path.exists():
@@ -326,15 +323,11 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         raise DetectorError(f"{meta_path} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise DetectorError(f"{meta_path} is not an imagine_ros end-effector detector (format {FORMAT_NAME!r} v1)")
-    weights = meta_path.with_name(meta.get("weights", weights.name))
-    if not weights.exists():
-        raise DetectorError(f"{meta_path} lacks its weights file {weights.name}")
-    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
-        raise DetectorError(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
+    weights, state = read_verified_weights(meta_path, meta, weights, DetectorError)
     try:
         model = EEDetector(DetectorConfig.from_dict(meta["config"]))
-        model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
-    except (SafetensorError, OSError, RuntimeError, KeyError, ConfigError) as e:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ConfigError) as e:
         raise DetectorError(f"{weights} does not hold the detector described by {meta_path.name} ({e})") from None
     return model.to(device).eval(), meta
 
