@@ -145,6 +145,9 @@ def invert_flow(flow: torch.Tensor, iterations: int = INVERSE_ITERATIONS) -> tor
 # config
 
 
+GT_FLOW_LOSSES = ("l1", "l2")
+
+
 @dataclass(frozen=True)
 class ImagineFlowConfig(MethodConfig):
     """ImagineFlow sizes, switches and loss weights. Defaults = the ``small`` preset (64x64, 2 CPU cores).
@@ -203,6 +206,11 @@ class ImagineFlowConfig(MethodConfig):
     gt_mask_weight: float = 0.0
     gt_moving_boost: float = 10.0
     gt_object_boost: float = 0.0  # pixels showing an object (not the arm) weigh this much more again
+    # "l1": the ground-truth flow terms score the L1 end-point error, whose minimiser is the conditional median: a
+    # push that is not certain (an object hit in fewer than half of the futures like this one) is predicted as no
+    # motion at all. "l2": the squared end-point error (pixels^2), minimised by the conditional mean, so the flows at
+    # an object grow with the chance and size of its push (what a planner's expected cost needs)
+    gt_flow_loss: str = "l1"
     # not in the paper (False = its generator): eta also enters every generator level after the upsampling, as
     # condition_dim constant maps beside two pixel-coordinate maps (x, y in [-1, 1], as CoordConv), so the generator
     # can relate the target to image positions at 4x4 .. H / flow_stride instead of only through the top's lift
@@ -272,6 +280,8 @@ class ImagineFlowConfig(MethodConfig):
             raise ConfigError("synth_channels and synth_convs need 4 entries (VGG-19 levels up to relu4_1)")
         if self.image_size % 8:
             raise ConfigError(f"image_size must be divisible by 8 (synthesis U-Net), got {self.image_size}")
+        if self.gt_flow_loss not in GT_FLOW_LOSSES:
+            raise ConfigError(f"gt_flow_loss must be one of {', '.join(GT_FLOW_LOSSES)}, got {self.gt_flow_loss!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         for name in ("bidirectional", "synthesis", "condition_maps"):

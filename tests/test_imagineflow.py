@@ -590,3 +590,18 @@ def test_flow_supervision_pulls_flows_towards_dis_of_the_clip():
     out["flow_b"] = torch.zeros_like(out["flow_b"])
     assert 1.0 < float(ImagineFlowStep._flow_supervision(out)) < 3.0  # about the 2 px shift
     assert flow_error(60) < 0.25 * flow_error(0)
+
+
+@pytest.mark.parametrize("loss, expected", [("l1", 7.0), ("l2", 25.0)])
+def test_ground_truth_flow_term_scores_the_median_or_the_mean(loss, expected):
+    """A zero prediction against a true flow of (3, 4) px everywhere: the L1 end-point error (median-seeking) is
+    3 + 4, the squared end-point error (mean-seeking) 3^2 + 4^2; the logged EPE on moving pixels is the L1 in both."""
+    m = tiny(gt_flow_weight=1.0, gt_flow_loss=loss)
+    step = ImagineFlowStep(m, TRAIN_CFG)
+    truth = torch.zeros(2, 3, 2, 16, 16)
+    truth[:, :, 0], truth[:, :, 1] = 3.0, 4.0
+    out = {"forward": torch.zeros(2, 3, 2, 8, 8), "backward": torch.zeros(2, 3, 2, 8, 8)}
+    terms = step._ground_truth_terms(out, {"flow": truth})
+    assert terms["gt_epe"].item() == pytest.approx(expected) and terms["gt_epe_moving"].item() == pytest.approx(7.0)
+    with pytest.raises(ConfigError, match="gt_flow_loss must be one of l1, l2"):
+        tiny(gt_flow_loss="huber")

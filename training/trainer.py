@@ -219,7 +219,12 @@ def widen_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> d
 
 def _loss_only_field(name: str) -> bool:
     """Config fields that change the training loss, not the model: fine-tuning may change them (``--init``)."""
-    return name.endswith(("_weight", "_boost")) or name in ("flow_supervision", "loss_steps", "mask_temperature")
+    return name.endswith(("_weight", "_boost")) or name in (
+        "flow_supervision",
+        "loss_steps",
+        "mask_temperature",
+        "gt_flow_loss",
+    )
 
 
 class Trainer:

@@ -19,11 +19,12 @@ elements::
 
 ``L_gt`` (not in the paper, off by default) uses the simulator's ground truth (clip keys ``flow``, ``visible``,
 ``flow_back``; datasets recorded with ground truth): ``gt_flow_weight`` times the L1 end-point error of the forward
-flows of all T steps (upsampled to full resolution) against the true forward flows, with pixels that truly move
-(|flow| > 0.5 px: the arm, pushed objects) weighted ``gt_moving_boost`` times more than static ones; the same with
-``gt_back_weight`` for the backward flows; and ``gt_mask_weight`` times the binary cross-entropy of the soft forward
-consistency masks (the chosen steps) against the true visibility. It gives the flows the motion the planner needs
-(where a pushed object goes) that the photometric terms barely see at 64 x 64.
+flows of all T steps (upsampled to full resolution) against the true forward flows (or the squared end-point error,
+``gt_flow_loss = "l2"``: the conditional mean instead of the median, so that an uncertain push still shows), with
+pixels that truly move (|flow| > 0.5 px: the arm, pushed objects) weighted ``gt_moving_boost`` times more than static
+ones; the same with ``gt_back_weight`` for the backward flows; and ``gt_mask_weight`` times the binary cross-entropy
+of the soft forward consistency masks (the chosen steps) against the true visibility. It gives the flows the motion
+the planner needs (where a pushed object goes) that the photometric terms barely see at 64 x 64.
 
 ``L_flow`` is not in the paper and is off by default (``flow_supervision = 0``): the mean end-point error (L1 over
 dx, dy, pixels) of the chosen steps' full-resolution flows against OpenCV DIS flows of the same image pairs, computed
@@ -190,7 +191,9 @@ class ImagineFlowStep(TrainStep):
             objects = (kind == 2).to(out["backward"].dtype).repeat_interleave(c.horizon, 0)
 
         def weighted_epe(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            epe = (pred - truth).abs().sum(1)  # (K, H, W) L1 over (dx, dy)
+            diff = pred - truth
+            epe = diff.abs().sum(1)  # (K, H, W) L1 over (dx, dy)
+            scored = epe if c.gt_flow_loss == "l1" else diff.square().sum(1)  # or the squared end-point error
             moving = (truth.norm(dim=1) > 0.5).to(epe.dtype)
             w = 1.0 + c.gt_moving_boost * moving
             if c.gt_object_boost and objects is not None and objects.shape == w.shape:
@@ -200,7 +203,7 @@ class ImagineFlowStep(TrainStep):
                 if objects is not None and objects.shape == w.shape:  # moving object pixels: what a push does
                     pushed = moving * objects
                     terms["gt_epe_object"] = (epe * pushed).sum() / pushed.sum().clamp_min(1.0)
-            return (w * epe).sum() / w.sum(), plain
+            return (w * scored).sum() / w.sum(), plain
 
         truth = batch["flow"].to(out["backward"].dtype).flatten(0, 1)  # (B * T, 2, H, W)
         if c.gt_flow_weight:
