@@ -754,6 +754,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "the method name unless --service is given. Runs until Ctrl-C/SIGTERM.",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
+    _flow_net_arg(p)
     p.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
     p.add_argument("--service", default=None, help="service name (default: the checkpoint's method name)")
@@ -801,7 +802,7 @@ def _cli_serve(args: argparse.Namespace) -> int:
     curve = _curve_client(args)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, flow_net=args.flow_net)
     try:
         worker = Worker(
             predictor,
@@ -848,12 +849,23 @@ def _cli_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flow_net_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--flow-net",
+        default=None,
+        metavar="NET",
+        help="flow network (NAME.json, imagine-ros flownet) that gives a frame-only model's flows in place of DIS "
+        "(default: DIS; ignored by models with native flows)",
+    )
+
+
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cluster",
         help="run a broker and N workers of one checkpoint on this machine (subprocesses) until Ctrl-C",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (NAME.json)")
+    _flow_net_arg(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--device", default="auto", help="device of every worker: auto, cpu, cuda, cuda:1 (default auto)")
     p.add_argument("--host", default="*", help="interface the broker binds: * = all, 127.0.0.1 = local (default *)")
@@ -887,6 +899,7 @@ def _cli_cluster(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         threads=args.threads,
         log_dir=args.log_dir,
+        flow_net=args.flow_net,
     )
     try:
         with cluster:

@@ -235,3 +235,26 @@ def test_flow_network_replaces_dis_for_methods_without_native_flows():
         SimulatorAgent(cem, (0.4, -0.2, 0.0), (0.7, 0.2, 0.2), 3, 64, flows="flownet")
     with pytest.raises(ConfigError, match="works on 16 x 16 images but the simulator renders 64 x 64"):
         SimulatorAgent(cem, (0.4, -0.2, 0.0), (0.7, 0.2, 0.2), 3, 64, flows="flownet", flow_net=net)
+
+
+def test_a_served_frame_only_model_answers_with_flow_network_flows(tmp_path):
+    """``imagine-ros cluster/serve --flow-net``: a real broker and worker on 127.0.0.1 give the flows of the local
+    Predictor with the same network, marked ``flownet``."""
+    from imagine_ros.serving import RemotePredictor
+    from imagine_ros.serving.cluster import LocalCluster
+
+    net = tiny_net()
+    save_flownet(net, tmp_path / "net")
+    model = build("visual_dynamics", "tiny")
+    save_checkpoint(tmp_path / "vd", model)
+    images = RNG.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    eta = RNG.random((2, 3)).astype(np.float32)
+    local = Predictor(model, device="cpu", flow_net=net).predict(images, eta, 2, seed=3)
+    cluster = LocalCluster(tmp_path / "vd.json", workers=1, threads=1, log_dir=tmp_path / "logs",
+                           flow_net=tmp_path / "net.json")  # fmt: skip
+    assert cluster.worker_args()[-2:] == ["--flow-net", str(tmp_path / "net.json")]
+    with cluster:
+        remote = RemotePredictor(cluster.endpoint, cluster.service, timeout=30.0).predict(images, eta, 2, seed=3)
+    assert remote.flow_source == local.flow_source == "flownet"
+    np.testing.assert_array_equal(remote.frames, local.frames)
+    np.testing.assert_allclose(remote.flows, local.flows, atol=1e-5)

@@ -45,7 +45,8 @@ class LocalCluster:
     pass of each worker (the broker lets a worker hold ``2 * max_batch`` requests). heartbeat_interval, liveness,
     request_timeout, max_wait_ms: passed to the processes. ``startup_timeout``: seconds to wait until a worker answers.
     ``threads``: torch threads per worker (None: torch's default). ``log_dir``: where the processes' output goes
-    (default: a temporary folder; see :attr:`log_dir`).
+    (default: a temporary folder; see :attr:`log_dir`). ``flow_net``: a flow network file the workers use in place of
+    DIS for a frame-only model (``imagine-ros serve --flow-net``).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class LocalCluster:
         startup_timeout: float = 120.0,
         log_dir: str | Path | None = None,
         extra_worker_args: list[str] | None = None,
+        flow_net: str | Path | None = None,
     ):
         from imagine_ros.models.checkpoint import read_checkpoint_meta
 
@@ -88,6 +90,7 @@ class LocalCluster:
         self.threads = threads
         self.startup_timeout = float(startup_timeout)
         self.extra_worker_args = list(extra_worker_args or [])
+        self.flow_net = None if flow_net is None else str(flow_net)
         self._tmp = None if log_dir is not None else tempfile.TemporaryDirectory(prefix="imagine-cluster-")
         self.log_dir = Path(log_dir) if log_dir is not None else Path(self._tmp.name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +143,8 @@ class LocalCluster:
         ]
         if self.threads is not None:
             args += ["--threads", str(self.threads)]
+        if self.flow_net is not None:
+            args += ["--flow-net", self.flow_net]
         return args + self.extra_worker_args
 
     def start_broker(self) -> subprocess.Popen:
