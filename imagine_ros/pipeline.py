@@ -12,6 +12,11 @@
   :class:`~imagine_ros.predictor.PredictorProtocol` (in process or remote). A failure (an exception of the predictor,
   e.g. a remote server that does not answer) is counted and reported to ``on_error``; the worker goes on with the next
   frame after ``retry_delay_s``.
+* Bad input is refused, counted (``rejected_images``, ``eta_rejected``, ``task_rejected``) and never reported as a
+  model failure: images without pixels or with unusable fields, stamps with ``nanosec`` >= 1e9, images of the wrong
+  size with ``resize=exact`` (refused at :meth:`PredictionPipeline.submit` once the model's input size is known, else
+  by the worker, before the model is called), non-finite η or planner pixels. These raise :class:`BadInput` (a
+  ``ValueError``) or return False; ``failures`` counts only what the predictor or planner raised.
 * η (the target end-effector position, metres) is the latest accepted point: its ``frame_id`` must equal
   ``eta_frame`` (unless that is empty), and it expires after ``eta_max_age_s`` (0 = never). Models without a
   condition ignore it.
@@ -46,6 +51,10 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 #: consecutive failures from which the diagnostics say ERROR (fewer: WARN)
 ERROR_AFTER_FAILURES = 3
 _USE_LATEST = object()
+
+
+class BadInput(ValueError):
+    """Input the pipeline refuses (counted in the rejected counters, never as a model failure); the message says why."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -167,12 +176,15 @@ class PipelineStats:
     dropped: int = 0  # frames replaced by a newer one before the worker took them
     failures: int = 0  # predictions that raised
     consecutive_failures: int = 0
-    rejected_images: int = 0  # messages refused at the input (encoding, inconsistent fields)
+    rejected_images: int = 0  # images refused: encoding, inconsistent fields, no pixels, bad stamp, size (exact)
     skipped_no_eta: int = 0  # frames skipped because require_eta and no usable η
     skipped_no_task: int = 0  # frames skipped because the planner has no designated/goal pixel yet
     eta_received: int = 0
     eta_rejected: int = 0  # η messages refused (frame_id, not finite)
-    last_error: str = ""
+    task_received: int = 0  # planner pixels (designated, goal) offered
+    task_rejected: int = 0  # planner pixels refused (not finite, no planner)
+    last_error: str = ""  # the last model failure
+    last_rejection: str = ""  # why the last input was refused
     latency_last: float = float("nan")
     latency_mean: float = float("nan")
     latency_max: float = float("nan")
@@ -202,9 +214,11 @@ def prepare_image(image: np.ndarray, size: int, mode: str = "crop") -> tuple[np.
     if mode not in RESIZE_MODES:
         raise ConfigError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise BadInput(f"an image needs at least one pixel, got {w}x{h} (width x height)")
     if mode == "exact":
         if (h, w) != (size, size):
-            raise ValueError(f"resize=exact: the image must be {size}x{size} pixels, got {w}x{h} (width x height)")
+            raise BadInput(f"resize=exact: the image must be {size}x{size} pixels, got {w}x{h} (width x height)")
         return np.ascontiguousarray(image), ImageTransform((0.0, 0.0), (1.0, 1.0))
     x0 = y0 = 0
     if mode == "crop":
@@ -283,6 +297,19 @@ class PlannerSettings:
             raise ConfigError(f"planner elites ({self.elites}) cannot exceed samples ({self.samples})")
 
 
+def _pixels(xy: Any, what: str) -> np.ndarray:
+    """Pixel coordinates as a flat float64 array of (x, y) pairs; :class:`BadInput` unless finite and paired."""
+    try:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise BadInput(f"planner {what} pixel must be numbers (x, y), got {xy!r}") from None
+    if xy.size == 0 or xy.size % 2:
+        raise BadInput(f"planner {what} pixel must be (x, y) pairs, got {xy.size} numbers")
+    if not np.all(np.isfinite(xy)):
+        raise BadInput(f"planner {what} pixel must be finite, got {xy.tolist()}")
+    return xy
+
+
 class PlannerHook:
     """Runs :class:`imagine_ros.planning.CEMPlanner` on model-input images; keeps the task in camera pixels.
 
@@ -299,15 +326,18 @@ class PlannerHook:
         self._predictor = None
 
     def set_designated(self, xy: np.ndarray) -> None:
-        """(K, 2) or (2,) camera pixels of the object(s) to push."""
-        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        """(K, 2) or (2,) camera pixels of the object(s) to push; :class:`BadInput` unless finite."""
+        xy = _pixels(xy, "designated").reshape(-1, 2)
         with self._lock:
             self._designated = xy
 
     def set_goal(self, xy: np.ndarray) -> None:
-        """(2,) camera pixel the designated object should reach."""
+        """(2,) camera pixel the designated object should reach; :class:`BadInput` unless 2 finite numbers."""
+        xy = _pixels(xy, "goal")
+        if xy.shape != (2,):
+            raise BadInput(f"planner goal must be one pixel (x, y), got {xy.size} numbers")
         with self._lock:
-            self._goal = np.asarray(xy, dtype=np.float64).reshape(2)
+            self._goal = xy
 
     @property
     def ready(self) -> bool:
@@ -383,6 +413,7 @@ class PredictionPipeline:
         self._predict_times: deque[float] = deque(maxlen=self.config.latency_window)
         self._last_start: float | None = None
         self._index = 0
+        self._model_size: int | None = None  # the model's input side, once known (resize=exact checks at submit)
 
     # ------------------------------------------------------------------------------------------------ life cycle
     def start(self) -> PredictionPipeline:
@@ -414,14 +445,31 @@ class PredictionPipeline:
         self.stop()
 
     # ----------------------------------------------------------------------------------------------------- input
+    def _reject(self, counter: str, reason: str) -> None:
+        with self._cond:
+            setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+            self._stats.last_rejection = reason
+
     def submit(self, image: np.ndarray, stamp_ns: int = 0, frame_id: str = "", header: Any = None) -> bool:
-        """Offer a frame ((H, W, 3) uint8 RGB). Never waits for the model. Returns True when it replaced an older
-        frame the worker had not taken yet (that one is dropped and counted)."""
+        """Offer a frame ((H, W, 3) uint8 RGB, at least one pixel). Never waits for the model. Returns True when it
+        replaced an older frame the worker had not taken yet (that one is dropped and counted). Raises
+        :class:`BadInput` (counted in ``rejected_images``) for an image it cannot use."""
         image = np.asarray(image)
+        reason = ""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            with self._cond:
-                self._stats.rejected_images += 1
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+            reason = f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+        elif image.shape[0] == 0 or image.shape[1] == 0:
+            reason = f"an image needs at least one pixel, got {image.shape[1]}x{image.shape[0]} (width x height)"
+        elif self.config.resize == "exact" and self._model_size is not None:
+            size = self._model_size
+            if image.shape[:2] != (size, size):
+                reason = (
+                    f"resize=exact: the image must be {size}x{size} pixels, got {image.shape[1]}x{image.shape[0]} "
+                    "(width x height)"
+                )
+        if reason:
+            self._reject("rejected_images", reason)
+            raise BadInput(reason)
         frame = Frame(image, int(stamp_ns), str(frame_id), header, self.clock())
         with self._cond:
             replaced = self._slot is not None
@@ -434,14 +482,18 @@ class PredictionPipeline:
 
     def submit_msg(self, msg: Any) -> bool:
         """Offer a ``sensor_msgs/Image`` (rclpy, rosbags or any object with its fields). Raises
-        :class:`imagine_ros.ros_msgs.UnsupportedEncoding` / ``ValueError`` for an image it cannot use (counted)."""
+        :class:`imagine_ros.ros_msgs.UnsupportedEncoding` or :class:`BadInput` (both ``ValueError``) for an image it
+        cannot use: encoding, inconsistent fields, no pixels, a stamp with ``nanosec`` >= 1e9 (all counted)."""
         try:
+            stamp_ns = ros_msgs.header_stamp_ns(msg)
             rgb = ros_msgs.msg_to_rgb(msg)
-        except ValueError:
-            with self._cond:
-                self._stats.rejected_images += 1
+        except ros_msgs.UnsupportedEncoding as e:
+            self._reject("rejected_images", str(e))
             raise
-        return self.submit(rgb, ros_msgs.header_stamp_ns(msg), ros_msgs.point_frame(msg), msg.header)
+        except ValueError as e:
+            self._reject("rejected_images", str(e))
+            raise BadInput(str(e)) from None
+        return self.submit(rgb, stamp_ns, ros_msgs.point_frame(msg), msg.header)
 
     def set_eta(self, xyz: Sequence[float] | np.ndarray, frame_id: str = "") -> bool:
         """Offer η (3,) metres in ``frame_id``; False (counted) when refused: wrong frame or not finite."""
@@ -453,6 +505,7 @@ class PredictionPipeline:
             self._stats.eta_received += 1
             if not (ok and frame_ok):
                 self._stats.eta_rejected += 1
+                self._stats.last_rejection = self.eta_rejection_reason(str(frame_id))
                 return False
             self._eta = (xyz.copy(), self.clock())
         return True
@@ -466,6 +519,28 @@ class PredictionPipeline:
         if want and frame_id != want:
             return f"eta in frame {frame_id!r} refused: eta_frame is {want!r}"
         return "eta refused: expected 3 finite numbers"
+
+    def set_task_pixel(self, kind: str, xy: Any) -> bool:
+        """Offer the planner's ``designated`` or ``goal`` pixel (x, y), camera image; False (counted in
+        ``task_rejected``, reason in ``last_rejection``) when refused: not finite, or no planner."""
+        if kind not in ("designated", "goal"):
+            raise ValueError(f"kind must be designated or goal, got {kind!r}")
+        with self._cond:
+            self._stats.task_received += 1
+        if self.planner is None:
+            self._reject("task_rejected", f"planner {kind} pixel refused: the planner is off (planner.enabled)")
+            return False
+        try:
+            (self.planner.set_designated if kind == "designated" else self.planner.set_goal)(xy)
+        except BadInput as e:
+            self._reject("task_rejected", str(e))
+            return False
+        return True
+
+    def set_task_pixel_msg(self, kind: str, msg: Any) -> bool:
+        """Offer a ``geometry_msgs/PointStamped`` (x, y; z ignored) as the planner's ``designated``/``goal`` pixel."""
+        p = getattr(msg, "point", msg)
+        return self.set_task_pixel(kind, [p.x, p.y])
 
     def current_eta(self) -> np.ndarray | None:
         """The η to use now: the latest accepted one unless it expired (``eta_max_age_s``), else None."""
@@ -491,6 +566,7 @@ class PredictionPipeline:
         t0 = self.clock()
         predictor = self.predictor
         size = int(predictor.image_size)
+        self._model_size = size
         cond_dim = int(predictor.condition_dim)
         if cond_dim not in (0, 3):
             raise ConfigError(f"eta is a 3-D point, but the model takes a {cond_dim}-D condition")
@@ -567,6 +643,9 @@ class PredictionPipeline:
                 return
             try:
                 result = self.process(frame)
+            except BadInput as e:  # the frame, not the model: refused and counted, no pause
+                self._reject("rejected_images", str(e))
+                continue
             except Exception as e:  # any predictor failure: count, report, go on
                 with self._cond:
                     self._stats.failures += 1
@@ -608,8 +687,9 @@ class PredictionPipeline:
 
     def diagnostics(self) -> tuple[int, str, dict[str, str]]:
         """(level, message, key/values) for a ``diagnostic_msgs/DiagnosticStatus``: ERROR when the worker is not
-        running or the last :data:`ERROR_AFTER_FAILURES` predictions failed, WARN after a failure or while frames
-        arrive but wait for η / a planner task, else OK."""
+        running or the last :data:`ERROR_AFTER_FAILURES` predictions failed, WARN after a failure, while every image
+        so far was refused, or while frames arrive but wait for η / a planner task, else OK. Refused input never
+        makes an ERROR: it is counted in ``rejected_images`` / ``eta_rejected`` / ``task_rejected``."""
         s = self.stats()
         values = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in s.as_dict().items()}
         if not s.running:
@@ -618,6 +698,8 @@ class PredictionPipeline:
             return ERROR, f"{s.consecutive_failures} predictions failed in a row: {s.last_error}", values
         if s.consecutive_failures:
             return WARN, f"last prediction failed: {s.last_error}", values
+        if s.rejected_images and not s.predictions:
+            return WARN, f"{s.rejected_images} camera image(s) refused, none used yet: {s.last_rejection}", values
         if s.received and not s.predictions and s.skipped_no_eta:
             return WARN, "frames arrive but no usable eta yet (require_eta)", values
         if s.received and not s.predictions and s.skipped_no_task:
@@ -633,7 +715,7 @@ class PredictionPipeline:
         line = (
             f"frames {s.received}, predictions {s.predictions}, dropped {s.dropped}, failures {s.failures}, "
             f"latency mean/max {lat}, rejected images {s.rejected_images}, eta {s.eta_received} "
-            f"({s.eta_rejected} refused)"
+            f"({s.eta_rejected} refused), planner pixels {s.task_received} ({s.task_rejected} refused)"
         )
         if s.last_error and s.consecutive_failures:
             line += f"; last error: {s.last_error}"

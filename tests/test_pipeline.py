@@ -3,6 +3,7 @@ rate limit; η; failures and recovery; parameters -> pipeline."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -426,3 +427,111 @@ def test_planner_hook_plans_eta_and_tracks_the_designated_pixel(vd):
         r.model_image, r.transform.to_model([[20.0, 12.0]]), r.transform.to_model([12.0, 12.0]), seed=4
     )
     np.testing.assert_allclose(direct.eta, r.planned_eta, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad input: refused, counted in the rejected counters, never a model failure
+
+
+def _image_cdr(ts, height: int, width: int, data: bytes, sec: int = 1_700_000_000, nanosec: int = 0) -> bytes:
+    """The CDR bytes of a rgb8 Image with these fields, built field by field (rosbags' own message class)."""
+    types = ts.types
+    header = types[ros_msgs.HEADER](stamp=types[ros_msgs.TIME](sec=sec, nanosec=nanosec), frame_id="camera")
+    msg = types[ros_msgs.IMAGE](
+        header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width,
+        data=np.frombuffer(data, np.uint8),
+    )  # fmt: skip
+    return ros_msgs.msg_to_cdr(msg, ts)
+
+
+def _assert_refused_not_failed(pipe, got, rejected: int, counter: str = "rejected_images") -> None:
+    s = pipe.stats()
+    assert getattr(s, counter) == rejected, s
+    assert (s.failures, s.consecutive_failures, s.last_error) == (0, 0, ""), s
+    assert not got.errors, "bad input must not reach on_error (a model failure)"
+    level, _, values = pipe.diagnostics()
+    assert level != pl.ERROR and values[counter] == str(rejected) and values["failures"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "nanosec", "match"),
+    [
+        (0, 0, 0, "at least one pixel"),
+        (0, 8, 0, "at least one pixel"),
+        (6, 0, 0, "at least one pixel"),
+        (6, 8, 1_000_000_000, r"nanosec must be in \[0, 1e9\)"),
+        (6, 8, 4_294_967_295, r"nanosec must be in \[0, 1e9\)"),
+    ],
+)
+def test_bad_camera_messages_are_refused_and_counted(copy_last, height, width, nanosec, match):
+    ts = ros_msgs.get_typestore("humble")
+    data = bytes(range(256)) * (height * width * 3 // 256 + 1)
+    cdr = _image_cdr(ts, height, width, data[: height * width * 3], nanosec=nanosec)
+    msg = ros_msgs.cdr_to_msg(cdr, ros_msgs.IMAGE, ts)
+    assert (msg.height, msg.width, msg.header.stamp.nanosec) == (height, width, nanosec)  # what the wire carried
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=1)
+    with pl.PredictionPipeline(copy_last, cfg, on_result=got.on_result, on_error=got.on_error) as pipe:
+        for _ in range(3):
+            with pytest.raises(pl.BadInput, match=match):
+                pipe.submit_msg(msg)
+        _assert_refused_not_failed(pipe, got, 3)
+        assert pipe.stats().received == 0 and re.search(match, pipe.stats().last_rejection)
+        assert "camera image(s) refused" in pipe.diagnostics()[1]
+        good = ros_msgs.cdr_to_msg(_image_cdr(ts, 16, 16, bytes(16 * 16 * 3)), ros_msgs.IMAGE, ts)
+        pipe.submit_msg(good)  # the pipeline goes on with good frames
+        wait_until(lambda: got.results, what="a prediction after bad input")
+    assert pipe.stats().predictions == 1 and pipe.stats().failures == 0
+
+
+def test_resize_exact_size_mismatch_is_refused_not_a_failure(copy_last):
+    """resize=exact: a wrong-size frame is refused by the worker before the model is called (the size is not known
+    before the first frame), and at submit from then on; neither is a failure, good frames go on."""
+    ts = ros_msgs.get_typestore("jazzy")
+    got = Collector()
+    calls = SlowPredictor(copy_last, 0.0)
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=1, resize="exact")
+    wrong = ros_msgs.cdr_to_msg(_image_cdr(ts, 20, 24, bytes(20 * 24 * 3)), ros_msgs.IMAGE, ts)
+    right = ros_msgs.cdr_to_msg(_image_cdr(ts, 16, 16, bytes(16 * 16 * 3)), ros_msgs.IMAGE, ts)
+    with pl.PredictionPipeline(calls, cfg, on_result=got.on_result, on_error=got.on_error) as pipe:
+        pipe.submit_msg(wrong)  # accepted into the slot: the model's size is not known yet
+        wait_until(lambda: pipe.stats().rejected_images == 1, what="the worker's refusal")
+        _assert_refused_not_failed(pipe, got, 1)
+        assert "resize=exact: the image must be 16x16 pixels, got 24x20" in pipe.stats().last_rejection
+        assert calls.seen == [], "the model must not be called for a refused frame"
+        with pytest.raises(pl.BadInput, match="resize=exact: the image must be 16x16"):
+            pipe.submit_msg(wrong)  # now known: refused at once, the slot keeps its frame
+        _assert_refused_not_failed(pipe, got, 2)
+        pipe.submit_msg(right)
+        wait_until(lambda: got.results, what="a prediction of the right size")
+        _assert_refused_not_failed(pipe, got, 2)
+    assert len(calls.seen) == 1 and pipe.stats().predictions == 1
+
+
+@pytest.mark.parametrize("kind", ["designated", "goal"])
+@pytest.mark.parametrize("xy", [(float("nan"), 10.0), (10.0, float("inf")), (float("-inf"), float("nan"))])
+def test_non_finite_planner_pixels_are_refused_and_counted(copy_last, kind, xy):
+    ts = ros_msgs.get_typestore("humble")
+    msg = ros_msgs.point_stamped_msg([xy[0], xy[1], 0.0], 5, "camera_pixels", ts)
+    msg = ros_msgs.cdr_to_msg(ros_msgs.msg_to_cdr(msg, ts), ros_msgs.POINT_STAMPED, ts)
+    hook = pl.PlannerHook(pl.PlannerSettings(designated=((3.0, 4.0),), goal=(8.0, 9.0)), num_futures=1)
+    got = Collector()
+    pipe = pl.PredictionPipeline(copy_last, pl.PipelineConfig(rate_hz=0), on_error=got.on_error, planner=hook)
+    with pipe:
+        assert pipe.set_task_pixel_msg(kind, msg) is False
+        assert pipe.set_task_pixel_msg(kind, msg) is False
+        _assert_refused_not_failed(pipe, got, 2, "task_rejected")
+    assert pipe.stats().task_received == 2 and "must be finite" in pipe.stats().last_rejection
+    np.testing.assert_array_equal(hook.designated, [[3.0, 4.0]])  # the task it had is kept
+    assert hook.ready
+    fine = ros_msgs.point_stamped_msg([12.0, 7.5, 0.0], 5, "camera_pixels", ts)
+    assert pipe.set_task_pixel_msg(kind, fine) is True and pipe.stats().task_rejected == 2
+    with pytest.raises(pl.BadInput, match="must be finite"):
+        hook.set_goal([float("nan"), 1.0])
+
+
+def test_planner_pixels_without_a_planner_are_refused(copy_last):
+    pipe = pl.PredictionPipeline(copy_last, pl.PipelineConfig())
+    assert pipe.set_task_pixel("goal", [1.0, 2.0]) is False
+    assert pipe.stats().task_rejected == 1 and "planner is off" in pipe.stats().last_rejection
+    assert pipe.stats().failures == 0

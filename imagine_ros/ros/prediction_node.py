@@ -79,9 +79,7 @@ class ImaginePredictionNode(Node):
     def _on_image(self, msg: Image) -> None:
         try:
             self.pipeline.submit_msg(msg)
-        except ros_msgs.UnsupportedEncoding as e:
-            self.get_logger().warning(f"image refused: {e}", throttle_duration_sec=THROTTLE_S)
-        except ValueError as e:
+        except ValueError as e:  # UnsupportedEncoding, BadInput: counted in rejected_images
             self.get_logger().warning(f"image refused: {e}", throttle_duration_sec=THROTTLE_S)
 
     def _on_eta(self, msg: PointStamped) -> None:
@@ -90,12 +88,12 @@ class ImaginePredictionNode(Node):
             self.get_logger().warning(reason, throttle_duration_sec=THROTTLE_S)
 
     def _on_designated(self, msg: PointStamped) -> None:
-        if self.pipeline.planner is not None:
-            self.pipeline.planner.set_designated([msg.point.x, msg.point.y])
+        if not self.pipeline.set_task_pixel_msg("designated", msg):
+            self.get_logger().warning(self.pipeline.stats().last_rejection, throttle_duration_sec=THROTTLE_S)
 
     def _on_goal(self, msg: PointStamped) -> None:
-        if self.pipeline.planner is not None:
-            self.pipeline.planner.set_goal([msg.point.x, msg.point.y])
+        if not self.pipeline.set_task_pixel_msg("goal", msg):
+            self.get_logger().warning(self.pipeline.stats().last_rejection, throttle_duration_sec=THROTTLE_S)
 
     # --------------------------------------------------------------------------------------------------- output
     def _publish(self, result: pl.PipelineResult) -> None:
