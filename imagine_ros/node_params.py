@@ -4,17 +4,21 @@ The rclpy nodes (:mod:`imagine_ros.ros`) declare exactly these parameters (with 
 each :class:`Param`) and validate the values with :func:`validate`; the launch-file test, the README table and the
 YAML files in ``config/`` are checked against the same tables, so none of them needs rclpy.
 
-Types are the ROS 2 parameter types: ``bool``, ``integer``, ``double``, ``string``, ``double_array``. The nodes
-declare them with ``dynamic_typing`` and check the values here, so an integer is accepted for a double (``rate: 2`` or
-``-p rate:=2`` is 2.0, ``[120, 80]`` a double array) and any other mismatch is a :class:`ConfigError` naming the
-parameter; the shipped YAML files write doubles with a decimal point all the same.
+Types are the ROS 2 parameter types: ``bool``, ``integer``, ``double``, ``string``, ``double_array``. Every number
+has a closed range (``low``, ``high``), which the ROS descriptor carries as ``integer_range`` (step 1) or
+``floating_point_range`` (no step), see :func:`descriptor_fields`; double arrays are bounded element-wise. The nodes
+read the values they were given (:func:`read_given`) and check them here before declaring, so an integer is accepted
+for a double (``rate: 2`` or ``-p rate:=2`` is 2.0, ``[120, 80]`` a double array) and any other mismatch or a value
+out of range is a :class:`ConfigError` naming the parameter and what it expects; the parameter is then declared with
+the checked value and its own type. The shipped YAML files write doubles with a decimal point all the same. Every
+parameter is read once, at start: ``read_only`` in the table (a change at run time is not supported).
 Parameter names with a dot (``remote.endpoint``) are written nested in YAML (``remote: {endpoint: ...}``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +31,9 @@ TYPES = ("bool", "integer", "double", "string", "double_array")
 
 @dataclass(frozen=True)
 class Param:
-    """One node parameter: ``type`` is one of :data:`TYPES`; ``low``/``high`` bound numbers (inclusive, ``None`` =
-    open), ``choices`` a string's values, ``length`` an array's length."""
+    """One node parameter: ``type`` is one of :data:`TYPES`; ``low``/``high`` bound numbers (inclusive; required for
+    ``integer`` and ``double``, element-wise and optional for ``double_array``), ``choices`` a string's values,
+    ``length`` an array's length; ``read_only``: no change at run time (the node reads it once, at start)."""
 
     name: str
     type: str
@@ -38,10 +43,16 @@ class Param:
     low: float | None = None
     high: float | None = None
     length: int | None = None
+    read_only: bool = True
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
             raise ValueError(f"parameter {self.name}: unknown type {self.type!r}")
+        if self.type in ("integer", "double"):
+            if self.low is None or self.high is None or not self.low <= self.high:
+                raise ValueError(f"parameter {self.name}: a number needs a closed range low <= high (ROS descriptors)")
+            if self.type == "integer" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+                raise ValueError(f"parameter {self.name}: an integer range needs integer bounds")
         check_value(self, self.default)  # the defaults themselves must pass
 
     @property
@@ -51,14 +62,19 @@ class Param:
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
         if self.low is not None and self.high is not None:
-            parts.append(f"in [{self.low:g}, {self.high:g}]")
+            parts.append(f"in [{_num(self.low)}, {_num(self.high)}]")
         elif self.low is not None:
-            parts.append(f">= {self.low:g}")
+            parts.append(f">= {_num(self.low)}")
         elif self.high is not None:
-            parts.append(f"<= {self.high:g}")
+            parts.append(f"<= {_num(self.high)}")
         if self.length is not None:
             parts.append(f"{self.length} numbers")
         return "; ".join(parts)
+
+
+def _num(v: float) -> str:
+    """A bound as text: integers in full (2147483647), other numbers short (0.01)."""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def check_value(p: Param, value: Any) -> Any:
@@ -91,6 +107,8 @@ def check_value(p: Param, value: Any) -> Any:
             out.append(float(v))
         if p.length is not None and len(out) != p.length:
             raise fail(f"expected {p.length} numbers")
+        if any((p.low is not None and v < p.low) or (p.high is not None and v > p.high) for v in out):
+            raise fail(f"expected every number {p.range_text.split('; ')[0]}")
         return out
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise fail(f"expected {'an integer' if p.type == 'integer' else 'a number'}")
@@ -120,6 +138,56 @@ def defaults(specs: Sequence[Param]) -> dict[str, Any]:
     return {p.name: p.default for p in specs}
 
 
+#: parameters ROS itself reads (or declares) on every node: never reported as unknown
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
+
+#: ``rcl_interfaces/msg/ParameterType`` values of :data:`TYPES`
+ROS_PARAMETER_TYPES = {"bool": 1, "integer": 2, "double": 3, "string": 4, "double_array": 8}
+
+
+def read_given(specs: Sequence[Param], given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The values a node was given (parameter files, ``-p``, overrides; ROS's own parameters may be among them) ->
+    (every parameter of ``specs`` checked, defaults filled in; the given names ``specs`` does not know, sorted).
+
+    Raises :class:`ConfigError` naming the parameter for a value of the wrong type or out of range.
+    """
+    known = {p.name for p in specs}
+    return validate(specs, {n: v for n, v in given.items() if n in known}), unknown_names(specs, given)
+
+
+def unknown_names(specs: Sequence[Param], names: Iterable[str]) -> list[str]:
+    """The ``names`` that ``specs`` does not declare (typos), ROS's own parameters left out; sorted."""
+    known = {p.name for p in specs}
+    return sorted(
+        n for n in names if n not in known and n not in ROS_PARAMETERS and not n.startswith(ROS_PARAMETER_PREFIXES)
+    )
+
+
+def descriptor_fields(p: Param) -> dict[str, Any]:
+    """The fields of the ``rcl_interfaces/msg/ParameterDescriptor`` of ``p`` (plain data; the rclpy layer builds the
+    message from them): its ROS type, description, constraints text, ``read_only``, and the range of a number as
+    ``integer_range`` / ``floating_point_range``, a list of at most one ``{from_value, to_value, step}`` (integers:
+    step 1; doubles: step 0.0 = any value in between). Arrays carry their bounds in ``additional_constraints`` only
+    (ROS checks ranges on scalars)."""
+    integer_range: list[dict[str, Any]] = []
+    floating_point_range: list[dict[str, Any]] = []
+    if p.type == "integer":
+        integer_range.append({"from_value": int(p.low), "to_value": int(p.high), "step": 1})
+    elif p.type == "double":
+        floating_point_range.append({"from_value": float(p.low), "to_value": float(p.high), "step": 0.0})
+    return {
+        "name": p.name,
+        "type": ROS_PARAMETER_TYPES[p.type],
+        "description": p.description,
+        "additional_constraints": "; ".join(t for t in (p.type, p.range_text) if t),
+        "read_only": p.read_only,
+        "dynamic_typing": False,
+        "floating_point_range": floating_point_range,
+        "integer_range": integer_range,
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # imagine_prediction
 
@@ -130,7 +198,8 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
     Param("device", "string", "auto", "local backend: torch device (auto = CUDA when available, else cpu; cuda:1 ...)"),
     Param("remote.endpoint", "string", "tcp://127.0.0.1:5555", "remote backend: the broker's ZeroMQ endpoint"),
     Param("remote.service", "string", "", "remote backend: service name = the model's method name; required"),
-    Param("remote.timeout", "double", 10.0, "remote backend: seconds to wait for a reply before a retry", low=0.01),
+    Param("remote.timeout", "double", 10.0, "remote backend: seconds to wait for a reply before a retry",
+          low=0.01, high=3600.0),
     Param("remote.retries", "integer", 3, "remote backend: retries after the first attempt, then a failure",
           low=1, high=100),
     Param("remote.server_public_key", "string", "",
@@ -141,35 +210,38 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
     Param("resize", "string", "crop",
           "how camera images become the model's square input: crop = centre square then resize, stretch = resize "
           "the whole image, exact = refuse other sizes", choices=("crop", "stretch", "exact")),
-    Param("rate", "double", 2.0, "most predictions per second (Hz); 0 = as fast as the model goes", low=0.0),
+    Param("rate", "double", 2.0, "most predictions per second (Hz); 0 = as fast as the model goes", low=0.0,
+          high=1000.0),
     Param("num_samples", "integer", 4, "sampled futures per prediction (grid rows)", low=1, high=64),
     Param("seed", "integer", -1, "noise seed used for every prediction (same seed: futures change only with the "
-          "image and eta); -1 = fresh noise each time", low=-1),
+          "image and eta); -1 = fresh noise each time", low=-1, high=2**31 - 1),
     Param("eta_frame", "string", "panda_link0",
           "frame_id that eta messages must carry (others are refused and counted); '' = accept any frame"),
     Param("eta_max_age", "double", 0.0,
-          "seconds after which the last eta is too old to use; 0 = it never expires", low=0.0),
+          "seconds after which the last eta is too old to use; 0 = it never expires", low=0.0, high=86400.0),
     Param("require_eta", "bool", False,
           "wait for an eta before predicting; false = predict unconditioned (training mean eta) until one arrives"),
     Param("flow_vis_max", "double", 0.0,
           "flow (pixels) shown at full colour saturation in future/flow_vis; 0 = the largest flow of each prediction",
-          low=0.0),
+          low=0.0, high=10000.0),
     Param("diagnostics_period", "double", 5.0,
-          "seconds between diagnostics (log line + /diagnostics message); 0 = off", low=0.0),
+          "seconds between diagnostics (log line + /diagnostics message); 0 = off", low=0.0, high=3600.0),
     Param("planner.enabled", "bool", False, "run the CEM planner on each frame and publish its eta on ~/planned_eta"),
-    Param("planner.samples", "integer", 64, "planner: candidate etas per CEM iteration", low=2),
-    Param("planner.iterations", "integer", 3, "planner: CEM iterations", low=1),
-    Param("planner.elites", "integer", 8, "planner: best candidates refitted per iteration", low=1),
+    Param("planner.samples", "integer", 64, "planner: candidate etas per CEM iteration", low=2, high=4096),
+    Param("planner.iterations", "integer", 3, "planner: CEM iterations", low=1, high=100),
+    Param("planner.elites", "integer", 8, "planner: best candidates refitted per iteration", low=1, high=4096),
     Param("planner.eta_low", "double_array", [0.35, -0.2, 0.0],
-          "planner: lower corner of the eta search box (metres, eta_frame)", length=3),
+          "planner: lower corner of the eta search box (metres, eta_frame)", length=3,
+          low=-10.0, high=10.0),
     Param("planner.eta_high", "double_array", [0.75, 0.2, 0.2],
-          "planner: upper corner of the eta search box (metres, eta_frame)", length=3),
+          "planner: upper corner of the eta search box (metres, eta_frame)", length=3,
+          low=-10.0, high=10.0),
     Param("planner.designated", "double_array", [-1.0, -1.0],
-          "planner: pixel (x right, y down) of the object to push in the camera image; negative = not set (wait "
-          "for ~/planner/designated)", length=2),
+          "planner: pixel (x right, y down) of the object to push in the camera image; -1 = not set (wait "
+          "for ~/planner/designated)", length=2, low=-1.0, high=100000.0),
     Param("planner.goal", "double_array", [-1.0, -1.0],
-          "planner: goal pixel (x, y) of the object in the camera image; negative = not set (wait for "
-          "~/planner/goal)", length=2),
+          "planner: goal pixel (x, y) of the object in the camera image; -1 = not set (wait for "
+          "~/planner/goal)", length=2, low=-1.0, high=100000.0),
     Param("planner.track", "bool", True,
           "planner: move the designated pixel to where the plan expects the object after each step (MPC)"),
 )  # fmt: skip
@@ -182,13 +254,14 @@ SIM_PARAMS: tuple[Param, ...] = (
     Param("num_objects", "integer", 3, "objects in the bin", low=1, high=8),
     Param("frame_dt", "double", 0.2, "simulated seconds per step (one camera frame)", low=0.01, high=2.0),
     Param("real_time_factor", "double", 1.0,
-          "simulated seconds per wall-clock second (the timer runs every frame_dt / real_time_factor)", low=0.01),
+          "simulated seconds per wall-clock second (the timer runs every frame_dt / real_time_factor)", low=0.01,
+          high=100.0),
     Param("max_step", "double", 0.07, "largest end-effector move per step and axis, metres", low=0.001, high=0.2),
-    Param("seed", "integer", 0, "seed of the first scene (episode k uses seed + k)", low=0),
+    Param("seed", "integer", 0, "seed of the first scene (episode k uses seed + k)", low=0, high=2**31 - 1),
     Param("task", "bool", False,
           "task mode: a designated object and a goal; publishes their pixels on ~/task/object_pixel and "
           "~/task/goal_pixel"),
-    Param("episode_steps", "integer", 0, "steps before a new scene is drawn; 0 = never", low=0),
+    Param("episode_steps", "integer", 0, "steps before a new scene is drawn; 0 = never", low=0, high=10**9),
     Param("renderer", "string", "tiny", "pybullet renderer: tiny (CPU) or egl (GPU plugin)",
           choices=("tiny", "egl")),
     Param("camera_frame", "string", "camera", "frame_id of the camera image and camera_info"),

@@ -361,6 +361,7 @@ def test_readme_documents_every_parameter_and_topic():
             assert row is not None, f"README lacks parameter {p.name}"
             assert p.type in row, f"README row of {p.name} lacks its type {p.type}"
             assert f"`{_yaml_text(p.default)}`" in row, f"README row of {p.name} lacks its default"
+            assert p.range_text in row, f"README row of {p.name} lacks its range {p.range_text!r}"
         for topic, msgtype, *_ in NODE_TOPICS[node_name]:
             assert f"`{topic}`" in text and msgtype in text, topic
             row = next(line for line in text.splitlines() if line.startswith(f"| `{topic}` | {msgtype} |"))

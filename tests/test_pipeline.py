@@ -340,7 +340,7 @@ def test_parameters_are_validated():
     assert p == node_params.defaults(node_params.PREDICTION_PARAMS)
     for bad, match in [
         ({"backend": "gpu"}, "'backend': expected one of local, remote"),
-        ({"rate": -1.0}, "'rate': expected a value >= 0"),
+        ({"rate": -1.0}, r"'rate': expected a value in \[0, 1000\]"),
         ({"num_samples": 2.0}, "'num_samples': expected an integer"),
         ({"num_samples": True}, "'num_samples': expected an integer"),
         ({"planner.eta_low": [0.1, 0.2]}, "'planner.eta_low': expected 3 numbers"),

@@ -27,7 +27,7 @@ from imagine_ros import ros_msgs  # noqa: E402
 from imagine_ros.errors import ConfigError  # noqa: E402
 from imagine_ros.models import build  # noqa: E402
 from imagine_ros.models.checkpoint import save_checkpoint  # noqa: E402
-from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS  # noqa: E402
+from imagine_ros.node_params import PREDICTION_PARAMS, SIM_PARAMS, descriptor_fields  # noqa: E402
 from imagine_ros.predictor import Predictor  # noqa: E402
 from imagine_ros.ros.params import unknown_parameters  # noqa: E402
 from imagine_ros.ros.prediction_node import ImaginePredictionNode  # noqa: E402
@@ -81,14 +81,24 @@ def eta_msg(xyz, frame_id: str = "panda_link0") -> PointStamped:
 
 
 def test_prediction_node_declares_the_documented_parameters(ros, checkpoint):
-    node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu", rate=3.0))
+    node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu", rate=3))
     try:
         for p in PREDICTION_PARAMS:
             assert node.has_parameter(p.name), p.name
             d = node.describe_parameters([p.name])[0]
-            assert d.description == p.description and d.read_only
+            f = descriptor_fields(p)
+            assert d.description == p.description and d.read_only and d.type == f["type"]
+            assert [(r.from_value, r.to_value, r.step) for r in d.integer_range] == [
+                tuple(r.values()) for r in f["integer_range"]
+            ]
+            assert [(r.from_value, r.to_value, r.step) for r in d.floating_point_range] == [
+                tuple(r.values()) for r in f["floating_point_range"]
+            ]
+        # rate:=3 (an integer) is declared as the double 3.0, the parameter's own type
+        assert node.get_parameter("rate").type_ == Parameter.Type.DOUBLE
         assert node.get_parameter("rate").value == 3.0 and node.params["rate"] == 3.0
         assert list(node.get_parameter("planner.eta_low").value) == [0.35, -0.2, 0.0]
+        assert not node.set_parameters([Parameter("rate", value=5.0)])[0].successful  # read-only
         assert node.pipeline.config.rate_hz == 3.0 and node.pipeline.running
     finally:
         node.destroy_node()
@@ -99,7 +109,8 @@ def test_prediction_node_declares_the_documented_parameters(ros, checkpoint):
     ("values", "match"),
     [
         ({"backend": "gpu"}, "'backend': expected one of local, remote"),
-        ({"rate": -2.0}, "'rate'"),
+        ({"rate": -2.0}, r"'rate': expected a value in \[0, 1000\], got -2.0"),
+        ({"num_samples": 65}, r"'num_samples': expected a value in \[1, 64\], got 65"),
         ({}, "'checkpoint' is required"),
         ({"backend": "remote"}, "'remote.service' is required"),
         ({"rate": "fast"}, "'rate': expected a number"),

@@ -1,10 +1,12 @@
 """Declare a node's parameters from :mod:`imagine_ros.node_params` (with descriptors) and read them validated.
 
-Every parameter is declared with ``dynamic_typing``: rclpy would otherwise refuse a value whose ROS type differs
-from the default's (``-p rate:=2`` gives an integer for a double) with an exception that names no fix. The values are
-then checked and converted by :func:`imagine_ros.node_params.validate`, which accepts an integer for a double (and
-integers in a double array) and refuses anything else with a :class:`~imagine_ros.errors.ConfigError` that names the
-parameter and the expected type.
+A node is built with ``automatically_declare_parameters_from_overrides=True`` (:data:`NODE_OPTIONS`), so every value
+it was given (parameter files, ``-p``, ``parameter_overrides``) is visible through the public API
+(``get_parameters_by_prefix``), typos included. :func:`declare_and_read` checks them with
+:func:`imagine_ros.node_params.read_given` (an integer is accepted for a double; a wrong type or a value out of range
+is a :class:`~imagine_ros.errors.ConfigError` naming the parameter and what it expects), then declares each parameter
+anew with its checked value, its own type and a descriptor built from the table (:func:`descriptor`: read-only,
+``integer_range`` / ``floating_point_range``). No private rclpy attribute is used.
 """
 
 from __future__ import annotations
@@ -15,42 +17,38 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from imagine_ros.errors import ConfigError, ImagineRosError
-from imagine_ros.node_params import TOPIC_QOS, Param, validate
+from imagine_ros.errors import ImagineRosError
+from imagine_ros.node_params import TOPIC_QOS, Param, descriptor_fields, read_given, unknown_names
 
-#: parameters rclpy itself reads (or declares) on every node: never reported as unknown
-ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
-ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
+#: keyword arguments every imagine_ros node passes to ``rclpy.node.Node.__init__``
+NODE_OPTIONS = {"automatically_declare_parameters_from_overrides": True}
 
 
 def descriptor(p: Param) -> ParameterDescriptor:
-    """Read-only (the node reads its parameters once, at start), with the description and constraints; the type is
-    checked by :func:`~imagine_ros.node_params.validate`, so the descriptor allows any (``dynamic_typing``)."""
-    return ParameterDescriptor(
-        name=p.name,
-        description=p.description,
-        additional_constraints="; ".join(t for t in (p.type, p.range_text) if t),
-        read_only=True,
-        dynamic_typing=True,
-    )
+    """The ``ParameterDescriptor`` of :func:`imagine_ros.node_params.descriptor_fields` (read-only, ranges)."""
+    fields = descriptor_fields(p)
+    fields["integer_range"] = [IntegerRange(**r) for r in fields["integer_range"]]
+    fields["floating_point_range"] = [FloatingPointRange(**r) for r in fields["floating_point_range"]]
+    return ParameterDescriptor(**fields)
+
+
+def given_parameters(node: Node) -> dict[str, Any]:
+    """The parameters declared on ``node`` so far: with :data:`NODE_OPTIONS`, every value it was given."""
+    out = {}
+    for name, param in node.get_parameters_by_prefix("").items():
+        value = param.value
+        out[name] = list(value) if isinstance(value, array.array) else value  # rclpy's arrays: array.array
+    return out
 
 
 def unknown_parameters(node: Node, specs: tuple[Param, ...]) -> list[str]:
-    """Names the node was given (parameter files, ``-p``, ``parameter_overrides``) that ``specs`` does not declare,
-    ROS's own parameters left out."""
-    declared = {p.name for p in specs}
-    given = getattr(node, "_parameter_overrides", None) or {}
-    return sorted(
-        name
-        for name in given
-        if name not in declared and name not in ROS_PARAMETERS and not name.startswith(ROS_PARAMETER_PREFIXES)
-    )
+    """Names the node was given that ``specs`` does not declare, ROS's own parameters left out."""
+    return unknown_names(specs, given_parameters(node))
 
 
 def topic_qos(node_name: str, topic: str) -> QoSProfile:
@@ -63,15 +61,15 @@ def topic_qos(node_name: str, topic: str) -> QoSProfile:
 
 
 def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
-    """Declare every parameter of ``specs`` on ``node`` and return the validated values (raises ConfigError).
-    Parameters the node was given but does not know are reported with a warning (a typo would otherwise go unseen)."""
+    """Check the values ``node`` was given against ``specs`` (raises ConfigError), declare every parameter with its
+    checked value and :func:`descriptor`, and return the values. Parameters the node was given but does not know are
+    reported with a warning (a typo would otherwise go unseen). The node must be built with :data:`NODE_OPTIONS`."""
+    given = given_parameters(node)
+    values, unknown = read_given(specs, given)  # ConfigError before anything is declared
     for p in specs:
-        default = list(p.default) if isinstance(p.default, list | tuple) else p.default
-        try:
-            node.declare_parameter(p.name, default, descriptor(p))
-        except (InvalidParameterTypeException, InvalidParameterValueException) as e:  # not expected: dynamic typing
-            raise ConfigError(f"parameter {p.name!r}: expected {p.type} ({p.range_text or 'any value'}): {e}") from None
-    unknown = unknown_parameters(node, specs)
+        if node.has_parameter(p.name):  # declared from an override, without descriptor: declare it again, checked
+            node.undeclare_parameter(p.name)
+        node.declare_parameter(p.name, values[p.name], descriptor(p), ignore_override=True)
     if unknown:
         names = [p.name for p in specs]
         hints = []
@@ -79,11 +77,7 @@ def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
             close = difflib.get_close_matches(name, names, n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
         node.get_logger().warning(f"unknown parameter(s) ignored: {', '.join(hints)}")
-    values = {}
-    for p in specs:
-        value = node.get_parameter(p.name).value
-        values[p.name] = list(value) if isinstance(value, array.array) else value  # rclpy's arrays: array.array
-    return validate(specs, values)
+    return values
 
 
 def spin_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:

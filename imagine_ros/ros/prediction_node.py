@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 from imagine_ros import pipeline as pl
 from imagine_ros import ros_msgs
 from imagine_ros.node_params import PREDICTION_NODE, PREDICTION_PARAMS
-from imagine_ros.ros.params import declare_and_read, spin_node, topic_qos
+from imagine_ros.ros.params import NODE_OPTIONS, declare_and_read, spin_node, topic_qos
 
 THROTTLE_S = 5.0
 STOP_WAIT_S = 10.0  # longest wait for a running prediction when the node is destroyed
@@ -31,7 +31,7 @@ class ImaginePredictionNode(Node):
     or a checkpoint that cannot be loaded."""
 
     def __init__(self, node_name: str = PREDICTION_NODE, **kwargs: Any):
-        super().__init__(node_name, **kwargs)
+        super().__init__(node_name, **{**kwargs, **NODE_OPTIONS})
         self.predictor: Any = None
         self.pipeline: pl.PredictionPipeline | None = None
         try:

@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from imagine_ros import ros_msgs
 from imagine_ros.node_params import SIM_NODE, SIM_PARAMS
-from imagine_ros.ros.params import declare_and_read, spin_node, topic_qos
+from imagine_ros.ros.params import NODE_OPTIONS, declare_and_read, spin_node, topic_qos
 from imagine_ros.sim_bridge import SimBridge, SimBridgeConfig, SimState
 
 THROTTLE_S = 5.0
@@ -30,7 +30,7 @@ class ImagineSimNode(Node):
     """The simulator node (see module docstring)."""
 
     def __init__(self, node_name: str = SIM_NODE, **kwargs: Any):
-        super().__init__(node_name, **kwargs)
+        super().__init__(node_name, **{**kwargs, **NODE_OPTIONS})
         self.bridge: SimBridge | None = None
         try:
             self.params = p = declare_and_read(self, SIM_PARAMS)
