@@ -44,6 +44,7 @@ class Param:
     high: float | None = None
     length: int | None = None
     read_only: bool = True
+    suffix: str = ""  # a string must end with it (frame naming conventions)
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -61,6 +62,8 @@ class Param:
         parts = []
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
+        if self.suffix:
+            parts.append(f"ends with {self.suffix}")
         if self.low is not None and self.high is not None:
             parts.append(f"in [{_num(self.low)}, {_num(self.high)}]")
         elif self.low is not None:
@@ -92,6 +95,8 @@ def check_value(p: Param, value: Any) -> Any:
             raise fail("expected a string")
         if p.choices and value not in p.choices:
             raise fail(f"expected one of {', '.join(p.choices)}")
+        if p.suffix and (not value.endswith(p.suffix) or value == p.suffix):
+            raise fail(f"expected a name that ends with {p.suffix}")
         return value
     if p.type == "double_array":
         if isinstance(value, str | bytes):
@@ -264,9 +269,15 @@ SIM_PARAMS: tuple[Param, ...] = (
     Param("episode_steps", "integer", 0, "steps before a new scene is drawn; 0 = never", low=0, high=10**9),
     Param("renderer", "string", "tiny", "pybullet renderer: tiny (CPU) or egl (GPU plugin)",
           choices=("tiny", "egl")),
-    Param("camera_frame", "string", "camera", "frame_id of the camera image and camera_info"),
+    Param("camera_frame", "string", "camera_optical_frame",
+          "frame_id of the camera image and camera_info: the camera's optical frame (x right, y down, z forward), "
+          "published on /tf_static relative to base_frame", suffix="_optical_frame"),
+    Param("pixel_frame", "string", "camera_pixels",
+          "frame_id of the task pixels (x, y, 0 in pixels of the camera image, not metres); no transform is ever "
+          "published for it, so TF tools cannot misread them", suffix="_pixels"),
     Param("base_frame", "string", "panda_link0",
-          "frame_id of end-effector positions; targets in other frames are refused"),
+          "frame_id of end-effector positions and parent of the camera's static transform; targets in other frames "
+          "are refused"),
 )  # fmt: skip
 
 NODE_PARAMS: dict[str, tuple[Param, ...]] = {PREDICTION_NODE: PREDICTION_PARAMS, SIM_NODE: SIM_PARAMS}
@@ -277,8 +288,9 @@ NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ("image", "sensor_msgs/msg/Image", "sub", "camera; rgb8, bgr8, mono8, rgba8, bgra8"),
         ("eta", "geometry_msgs/msg/PointStamped", "sub", "eta: target end-effector position (metres, eta_frame)"),
         ("~/planner/designated", "geometry_msgs/msg/PointStamped", "sub",
-         "planner: pixel (x, y) of the object to push, camera image coordinates"),
-        ("~/planner/goal", "geometry_msgs/msg/PointStamped", "sub", "planner: goal pixel (x, y), camera image"),
+         "planner: pixel (x, y) of the object to push, camera image; frame_id must end with _pixels"),
+        ("~/planner/goal", "geometry_msgs/msg/PointStamped", "sub",
+         "planner: goal pixel (x, y), camera image; frame_id must end with _pixels"),
         ("~/future/frames", "sensor_msgs/msg/Image", "pub",
          "rgb8 grid of sampled futures: rows = samples, columns = time steps; input header"),
         ("~/future/flows", "sensor_msgs/msg/Image", "pub",
@@ -293,15 +305,19 @@ NODE_TOPICS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ("~/camera/camera_info", "sensor_msgs/msg/CameraInfo", "pub", "camera intrinsics (K, P)"),
         ("~/ee_position", "geometry_msgs/msg/PointStamped", "pub", "end-effector position (metres, base_frame)"),
         ("~/task/object_pixel", "geometry_msgs/msg/PointStamped", "pub",
-         "task mode: pixel (x, y, 0) of the designated object"),
-        ("~/task/goal_pixel", "geometry_msgs/msg/PointStamped", "pub", "task mode: goal pixel (x, y, 0)"),
+         "task mode: pixel (x, y, 0) of the designated object, frame pixel_frame (pixels, not metres)"),
+        ("~/task/goal_pixel", "geometry_msgs/msg/PointStamped", "pub",
+         "task mode: goal pixel (x, y, 0), frame pixel_frame (pixels, not metres)"),
+        ("/tf_static", "tf2_msgs/msg/TFMessage", "pub",
+         "the camera's pose: base_frame -> camera_frame (static transform, sent once, kept for late joiners)"),
         ("~/target", "geometry_msgs/msg/PointStamped", "sub",
          "commanded end-effector target (metres, base_frame); the hand moves towards it by max_step per step"),
     ),
 }  # fmt: skip
 
 
-#: QoS of every topic, ``(reliability, depth)`` with history keep-last and volatile durability, following REP-2003:
+#: QoS of every topic, ``(reliability, depth)`` with history keep-last and volatile durability (``/tf_static``:
+#: transient local, as tf2's static broadcaster and listeners use, see :data:`TRANSIENT_LOCAL`), following REP-2003:
 #: the camera's image and camera_info are published *reliable* (default-QoS tools such as rqt_image_view, RViz and
 #: ``ros2 topic echo`` receive them, and an image's camera_info arrives with it); the prediction node subscribes to
 #: images *best effort* (it matches reliable and best-effort cameras and never waits for a frame it would drop anyway);
@@ -325,14 +341,19 @@ TOPIC_QOS: dict[str, dict[str, tuple[str, int]]] = {
         "~/task/object_pixel": ("reliable", 10),
         "~/task/goal_pixel": ("reliable", 10),
         "~/target": ("reliable", 10),
+        "/tf_static": ("reliable", 1),
     },
 }
+
+#: topics whose durability is transient local (late subscribers get the last message): the static transforms
+TRANSIENT_LOCAL: frozenset[str] = frozenset({"/tf_static"})
 
 
 def qos_text(node_name: str, topic: str) -> str:
     """How the README's topic tables state a topic's QoS, e.g. ``reliable, depth 10``."""
     reliability, depth = TOPIC_QOS[node_name][topic]
-    return f"{reliability.replace('_', ' ')}, depth {depth}"
+    durability = ", transient local" if topic in TRANSIENT_LOCAL else ""
+    return f"{reliability.replace('_', ' ')}, depth {depth}{durability}"
 
 
 def file_parameter(data: Any, node_name: str, name: str) -> Any:

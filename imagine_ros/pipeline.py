@@ -50,6 +50,9 @@ RESIZE_MODES = ("crop", "stretch", "exact")
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 #: consecutive failures from which the diagnostics say ERROR (fewer: WARN)
 ERROR_AFTER_FAILURES = 3
+#: the frame_id of planner pixels ends with this (e.g. ``camera_pixels``): a frame without transform, so a point in it
+#: is never taken for metres; the simulator's ``pixel_frame`` follows it
+PIXEL_FRAME_SUFFIX = "_pixels"
 _USE_LATEST = object()
 
 
@@ -538,7 +541,19 @@ class PredictionPipeline:
         return True
 
     def set_task_pixel_msg(self, kind: str, msg: Any) -> bool:
-        """Offer a ``geometry_msgs/PointStamped`` (x, y; z ignored) as the planner's ``designated``/``goal`` pixel."""
+        """Offer a ``geometry_msgs/PointStamped`` (x, y; z ignored) as the planner's ``designated``/``goal`` pixel. Its
+        ``frame_id`` must name a pixel frame (ending with :data:`PIXEL_FRAME_SUFFIX`, e.g. ``camera_pixels``): a point
+        in metres (``panda_link0``, ``camera_optical_frame``) is refused and counted in ``task_rejected``."""
+        frame = ros_msgs.point_frame(msg)
+        if not frame.endswith(PIXEL_FRAME_SUFFIX):
+            with self._cond:
+                self._stats.task_received += 1
+            self._reject(
+                "task_rejected",
+                f"planner {kind} pixel in frame {frame!r} refused: pixels come in a frame whose name ends with "
+                f"{PIXEL_FRAME_SUFFIX} (e.g. camera{PIXEL_FRAME_SUFFIX}), not in a frame of metres",
+            )
+            return False
         p = getattr(msg, "point", msg)
         return self.set_task_pixel(kind, [p.x, p.y])
 

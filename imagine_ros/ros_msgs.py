@@ -36,6 +36,8 @@ from imagine_ros.errors import ConfigError
 
 IMAGE = "sensor_msgs/msg/Image"
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+TRANSFORM_STAMPED = "geometry_msgs/msg/TransformStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 STRING = "std_msgs/msg/String"
 HEADER = "std_msgs/msg/Header"
 TIME = "builtin_interfaces/msg/Time"
@@ -292,6 +294,73 @@ def msg_to_point(msg: Any) -> np.ndarray:
     """A PointStamped (or Point) message -> (3,) float64."""
     p = getattr(msg, "point", msg)
     return np.array([p.x, p.y, p.z], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# transforms
+
+
+def quaternion_from_matrix(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """A 3x3 rotation matrix -> unit quaternion ``(x, y, z, w)`` (ROS order), ``w >= 0``.
+
+    Shepperd's method: the largest of the four squared components is taken from the trace terms, so no division by a
+    small number. Raises ``ValueError`` unless ``rotation`` is a proper rotation (orthonormal, determinant 1).
+    """
+    m = np.asarray(rotation, dtype=np.float64)
+    if m.shape != (3, 3) or not np.allclose(m @ m.T, np.eye(3), atol=1e-6) or not np.isclose(np.linalg.det(m), 1.0):
+        raise ValueError(f"expected a 3x3 rotation matrix (orthonormal, det 1), got {m.tolist()}")
+    t = np.trace(m)
+    squares = np.array([1 + 2 * m[0, 0] - t, 1 + 2 * m[1, 1] - t, 1 + 2 * m[2, 2] - t, 1 + t]) / 4  # x², y², z², w²
+    i = int(np.argmax(squares))
+    q = np.empty(4)
+    q[i] = np.sqrt(squares[i])
+    d = 4 * q[i]
+    if i == 3:
+        q[:3] = [(m[2, 1] - m[1, 2]) / d, (m[0, 2] - m[2, 0]) / d, (m[1, 0] - m[0, 1]) / d]
+    elif i == 0:
+        q[1], q[2], q[3] = (m[0, 1] + m[1, 0]) / d, (m[0, 2] + m[2, 0]) / d, (m[2, 1] - m[1, 2]) / d
+    elif i == 1:
+        q[0], q[2], q[3] = (m[0, 1] + m[1, 0]) / d, (m[1, 2] + m[2, 1]) / d, (m[0, 2] - m[2, 0]) / d
+    else:
+        q[0], q[1], q[3] = (m[0, 2] + m[2, 0]) / d, (m[1, 2] + m[2, 1]) / d, (m[1, 0] - m[0, 1]) / d
+    q /= np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def transform_fields(matrix: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """A 4x4 rigid transform -> (translation (x, y, z), rotation (x, y, z, w)) of ``geometry_msgs/Transform``."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (4, 4) or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise ValueError(f"expected a 4x4 rigid transform, got shape {m.shape}")
+    return (float(m[0, 3]), float(m[1, 3]), float(m[2, 3])), quaternion_from_matrix(m[:3, :3])
+
+
+def transform_stamped_msg(matrix: np.ndarray, parent: str, child: str, stamp_ns: int = 0, typestore=None):
+    """A rosbags ``geometry_msgs/msg/TransformStamped``: the pose of ``child`` in ``parent`` (``matrix`` maps child
+    coordinates to parent coordinates, as tf2 reads it)."""
+    (tx, ty, tz), (qx, qy, qz, qw) = transform_fields(matrix)
+    types = _types(typestore)
+    return types[TRANSFORM_STAMPED](
+        header=header_msg(stamp_ns, parent, typestore),
+        child_frame_id=str(child),
+        transform=types["geometry_msgs/msg/Transform"](
+            translation=types["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
+            rotation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
+        ),
+    )
+
+
+def fill_transform_stamped(msg: Any, matrix: np.ndarray, parent: str, child: str, stamp_ns: int = 0) -> Any:
+    """Write the pose of ``child`` in ``parent`` into an existing TransformStamped (rclpy or rosbags); returns it."""
+    (tx, ty, tz), (qx, qy, qz, qw) = transform_fields(matrix)
+    set_header(msg, stamp_ns, parent)
+    msg.child_frame_id = str(child)
+    t, r = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = tx, ty, tz
+    r.x, r.y, r.z, r.w = qx, qy, qz, qw
+    return msg
 
 
 # ----------------------------------------------------------------------------------------------------------------------

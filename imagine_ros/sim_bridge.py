@@ -4,10 +4,18 @@
 last commanded target by at most ``max_step`` metres per axis (the environment's own action limit), renders the
 camera and returns a :class:`SimState`. Without a target the hand holds still. Targets are clipped to the hand's
 workspace box. After ``episode_steps`` steps (0 = never) a new scene is drawn with the next seed.
+
+Frames: the simulator's world is the robot base frame (``panda_link0``, the base at the origin).
+:meth:`SimBridge.camera_pose` is the pose of the camera's *optical* frame (x right, y down, z forward, REP-103's
+``_optical_frame`` convention) in that frame, the transform the simulator node publishes on ``/tf_static``; with
+:meth:`SimBridge.camera_info` it projects base-frame points to the pixels the renderer draws them at. Every state
+carries ``stamp_ns``, read from the bridge's clock the moment the environment has rendered its image.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +61,8 @@ class SimState:
     image: (H, W, 3) uint8 RGB; ee_pos: (3,) float64 metres (robot base frame), the hand's measured position;
     ee_command: (3,) the IK target the hand is driven to this step; target: (3,) the commanded goal (clipped to the
     workspace) or None; object_pos: (K, 3) metres; sim_time_s: simulated seconds since the bridge started;
-    object_pixel / goal_pixel: (2,) pixels (x right, y down) of the designated object and its goal (task mode).
+    object_pixel / goal_pixel: (2,) pixels (x right, y down) of the designated object and its goal (task mode);
+    stamp_ns: the bridge's clock (integer nanoseconds) when the image had been rendered.
     """
 
     image: np.ndarray
@@ -67,14 +76,19 @@ class SimState:
     object_pixel: np.ndarray | None = None
     goal_pixel: np.ndarray | None = None
     distance: float | None = None
+    stamp_ns: int = 0
 
 
 class SimBridge:
-    """PushEnv + target tracking (see module docstring). Close it (or use ``with``) to free the physics server."""
+    """PushEnv + target tracking (see module docstring). Close it (or use ``with``) to free the physics server.
 
-    def __init__(self, config: SimBridgeConfig | None = None):
+    ``clock`` returns integer nanoseconds (the ROS node passes its ROS clock; default wall time) and stamps each state
+    when its image is rendered."""
+
+    def __init__(self, config: SimBridgeConfig | None = None, clock: Callable[[], int] = time.time_ns):
         from imagine_ros.sim.env import PushEnv
 
+        self.clock = clock
         self.config = config or SimBridgeConfig()
         self.env = PushEnv(**self.config.env_options())
         self.episode = 0
@@ -93,9 +107,10 @@ class SimBridge:
         """Draw a new scene (seed = config.seed + episode unless given); the target is forgotten."""
         seed = self.config.seed + self.episode if seed is None else int(seed)
         obs, info = self.env.reset(seed=seed)
+        stamp_ns = int(self.clock())  # the image was rendered at the end of reset
         self.steps_in_episode = 0
         self._target = None
-        self._state = self._make_state(obs, info)
+        self._state = self._make_state(obs, info, stamp_ns)
         return self._state
 
     def set_target(self, xyz: Any) -> np.ndarray:
@@ -128,12 +143,13 @@ class SimBridge:
             step = self.config.max_step
             action = np.clip(self._target - self.env.ee_target, -step, step)
         obs, _, _, _, info = self.env.step(action)
+        stamp_ns = int(self.clock())  # the image was rendered at the end of the step
         self.steps_in_episode += 1
         self.total_steps += 1
-        self._state = self._make_state(obs, info)
+        self._state = self._make_state(obs, info, stamp_ns)
         return self._state
 
-    def _make_state(self, obs: dict, info: dict) -> SimState:
+    def _make_state(self, obs: dict, info: dict, stamp_ns: int) -> SimState:
         task = self.config.task
         return SimState(
             image=obs["image"],
@@ -147,7 +163,13 @@ class SimBridge:
             object_pixel=np.asarray(info["object_pixel"], np.float64) if task else None,
             goal_pixel=np.asarray(info["goal_pixel"], np.float64) if task else None,
             distance=float(info["distance"]) if task else None,
+            stamp_ns=stamp_ns,
         )
+
+    def camera_pose(self) -> np.ndarray:
+        """(4, 4) pose of the camera's optical frame in the robot base frame: maps optical-frame points (x right,
+        y down, z forward, metres) to base-frame points, the transform base_frame -> camera_frame of ``/tf_static``."""
+        return np.asarray(self.env.camera.T_world_cam, dtype=np.float64).copy()
 
     def camera_info(self) -> dict[str, Any]:
         """The fields of a ``sensor_msgs/CameraInfo`` for the scene camera (no distortion): width, height,

@@ -495,4 +495,7 @@ def test_qos_follows_rep_2003():
     assert sim["~/camera/image_raw"][0] == sim["~/camera/camera_info"][0] == "reliable"
     assert sim["~/camera/image_raw"][1] == sim["~/camera/camera_info"][1]
     assert pred["image"][0] == "best_effort"
+    # the static transform: reliable, transient local (tf2's static listeners ask for it), one message
+    assert sim["/tf_static"] == ("reliable", 1) and node_params.TRANSIENT_LOCAL == {"/tf_static"}
+    assert qos_text("imagine_sim", "/tf_static") == "reliable, depth 1, transient local"
     assert all(r in ("reliable", "best_effort") and d >= 1 for q in TOPIC_QOS.values() for r, d in q.values())

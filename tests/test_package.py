@@ -1,5 +1,6 @@
 """Packaging: ament_python metadata, the symlinked sub-packages, the wheel's contents and the console script."""
 
+import ast
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -19,6 +20,16 @@ def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
     deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs", "launch", "launch_ros"} <= deps
     assert (ROOT / "resource" / "imagine_ros").exists()
+    # every ROS package the rclpy layer imports is an exec_depend (colcon/rosdep install nothing else)
+    imported = set()
+    for path in (ROOT / "imagine_ros" / "ros").glob("*.py"):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.module and not n.module.startswith("imagine_ros"):
+                imported.add(n.module.split(".")[0])
+            elif isinstance(n, ast.Import):
+                imported.update(a.name.split(".")[0] for a in n.names)
+    ros_packages = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert ros_packages and ros_packages <= deps, f"not in package.xml: {sorted(ros_packages - deps)}"
 
 
 @pytest.mark.parametrize("name", ["sim", "models", "training"])

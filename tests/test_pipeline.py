@@ -535,3 +535,22 @@ def test_planner_pixels_without_a_planner_are_refused(copy_last):
     assert pipe.set_task_pixel("goal", [1.0, 2.0]) is False
     assert pipe.stats().task_rejected == 1 and "planner is off" in pipe.stats().last_rejection
     assert pipe.stats().failures == 0
+
+
+def test_planner_pixels_must_come_in_a_pixel_frame(copy_last):
+    """A PointStamped in a frame of metres (the robot base, the camera's optical frame) is not a pixel: refused."""
+    ts = ros_msgs.get_typestore("jazzy")
+    hook = pl.PlannerHook(pl.PlannerSettings(), num_futures=1)
+    pipe = pl.PredictionPipeline(copy_last, pl.PipelineConfig(), planner=hook)
+    for frame in ("panda_link0", "camera_optical_frame", ""):
+        msg = ros_msgs.cdr_to_msg(
+            ros_msgs.msg_to_cdr(ros_msgs.point_stamped_msg([0.5, 0.1, 0.0], 0, frame, ts), ts),
+            ros_msgs.POINT_STAMPED,
+            ts,
+        )
+        assert pipe.set_task_pixel_msg("designated", msg) is False
+        assert f"frame {frame!r} refused" in pipe.stats().last_rejection
+    assert pipe.stats().task_rejected == 3 and hook.designated is None
+    for kind, xy in (("designated", [20.0, 14.0]), ("goal", [30.0, 8.0])):
+        assert pipe.set_task_pixel_msg(kind, ros_msgs.point_stamped_msg([*xy, 0.0], 0, "camera_pixels", ts))
+    assert hook.ready and pipe.stats().task_rejected == 3 and pipe.stats().failures == 0

@@ -19,8 +19,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from imagine_ros import pipeline as pl  # noqa: E402
 from imagine_ros import ros_msgs  # noqa: E402
@@ -216,18 +217,25 @@ def test_sim_node_publishes_camera_and_follows_targets(ros):
     probe = rclpy.create_node("probe")
     ros.add_node(node)
     ros.add_node(probe)
-    images, infos, ee = [], [], []
+    images, infos, ee, tf_static = [], [], [], []
     probe.create_subscription(Image, "/imagine_sim/camera/image_raw", images.append, qos_profile_sensor_data)
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    probe.create_subscription(TFMessage, "/tf_static", tf_static.append, latched)
     probe.create_subscription(CameraInfo, "/imagine_sim/camera/camera_info", infos.append, 10)
     probe.create_subscription(PointStamped, "/imagine_sim/ee_position", ee.append, 10)
     pub_target = probe.create_publisher(PointStamped, "/imagine_sim/target", 10)
     for p in SIM_PARAMS:
         assert node.has_parameter(p.name)
     try:
-        spin_until(ros, lambda: images and infos and ee)
+        spin_until(ros, lambda: images and infos and ee and tf_static)
         img = images[-1]
-        assert (img.encoding, img.height, img.width, img.header.frame_id) == ("rgb8", 32, 32, "camera")
-        assert infos[-1].k[2] == pytest.approx(15.5) and infos[-1].header.frame_id == "camera"
+        assert (img.encoding, img.height, img.width, img.header.frame_id) == ("rgb8", 32, 32, "camera_optical_frame")
+        assert infos[-1].k[2] == pytest.approx(15.5) and infos[-1].header.frame_id == "camera_optical_frame"
+        assert infos[-1].header.stamp == img.header.stamp  # one stamp per rendered frame
+        tf = tf_static[0].transforms[0]
+        assert (tf.header.frame_id, tf.child_frame_id) == ("panda_link0", "camera_optical_frame")
+        t = tf.transform.translation
+        np.testing.assert_allclose([t.x, t.y, t.z], node.bridge.camera_pose()[:3, 3])
         assert ee[-1].header.frame_id == "panda_link0"
         low, high = node.bridge.workspace
         target = (low + high) / 2 + np.array([0.05, 0.05, 0.0])

@@ -23,7 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from imagine_ros.errors import ImagineRosError
-from imagine_ros.node_params import TOPIC_QOS, Param, descriptor_fields, read_given, unknown_names
+from imagine_ros.node_params import TOPIC_QOS, TRANSIENT_LOCAL, Param, descriptor_fields, read_given, unknown_names
 
 #: keyword arguments every imagine_ros node passes to ``rclpy.node.Node.__init__``
 NODE_OPTIONS = {"automatically_declare_parameters_from_overrides": True}
@@ -52,12 +52,12 @@ def unknown_parameters(node: Node, specs: tuple[Param, ...]) -> list[str]:
 
 
 def topic_qos(node_name: str, topic: str) -> QoSProfile:
-    """The QoS profile of a node's topic, from :data:`imagine_ros.node_params.TOPIC_QOS` (keep last, volatile)."""
+    """The QoS profile of a node's topic, from :data:`imagine_ros.node_params.TOPIC_QOS` (keep last; volatile, or
+    transient local for :data:`~imagine_ros.node_params.TRANSIENT_LOCAL`)."""
     reliability, depth = TOPIC_QOS[node_name][topic]
     policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy, durability=DurabilityPolicy.VOLATILE
-    )
+    durable = DurabilityPolicy.TRANSIENT_LOCAL if topic in TRANSIENT_LOCAL else DurabilityPolicy.VOLATILE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy, durability=durable)
 
 
 def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:

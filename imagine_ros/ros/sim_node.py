@@ -1,7 +1,10 @@
 """``imagine_sim``: the PyBullet pushing scene as a ROS camera and an end-effector target interface.
 
-Publishes the camera image (``~/camera/image_raw``, rgb8, sensor-data QoS) with its ``~/camera/camera_info``, the
-end-effector position (``~/ee_position``) and, in task mode, the pixels of the designated object and its goal; moves
+Publishes the camera image (``~/camera/image_raw``, rgb8, reliable) with its ``~/camera/camera_info`` in the camera's
+optical frame, whose pose relative to ``base_frame`` goes out once on ``/tf_static``, the end-effector position
+(``~/ee_position``) and, in task mode, the pixels of the designated object and its goal (frame ``pixel_frame``, a
+frame without transform: pixels, not metres); all messages of a frame carry the stamp taken when its image was
+rendered (the node's ROS clock, so ``use_sim_time`` works); moves
 the hand towards the last ``~/target`` (PointStamped in ``base_frame``) by at most ``max_step`` per frame. One timer
 tick = one simulator step of ``frame_dt`` simulated seconds, every ``frame_dt / real_time_factor`` wall seconds.
 The logic is :class:`imagine_ros.sim_bridge.SimBridge`; parameters: :data:`imagine_ros.node_params.SIM_PARAMS`.
@@ -14,9 +17,10 @@ import sys
 from functools import partial
 from typing import Any
 
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, TransformStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
+from tf2_msgs.msg import TFMessage
 
 from imagine_ros import ros_msgs
 from imagine_ros.node_params import SIM_NODE, SIM_PARAMS
@@ -44,7 +48,8 @@ class ImagineSimNode(Node):
                     task=p["task"],
                     episode_steps=p["episode_steps"],
                     renderer=p["renderer"],
-                )
+                ),
+                clock=lambda: self.get_clock().now().nanoseconds,
             )
             q = partial(topic_qos, SIM_NODE)  # the QoS table, whatever name the node runs under
             self.pub_image = self.create_publisher(Image, "~/camera/image_raw", q("~/camera/image_raw"))
@@ -53,6 +58,12 @@ class ImagineSimNode(Node):
             self.pub_object_pixel = self.create_publisher(PointStamped, "~/task/object_pixel", q("~/task/object_pixel"))
             self.pub_goal_pixel = self.create_publisher(PointStamped, "~/task/goal_pixel", q("~/task/goal_pixel"))
             self.sub_target = self.create_subscription(PointStamped, "~/target", self._on_target, q("~/target"))
+            self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", q("/tf_static"))
+            camera = ros_msgs.fill_transform_stamped(
+                TransformStamped(), self.bridge.camera_pose(), p["base_frame"], p["camera_frame"],
+                self.bridge.state.stamp_ns,
+            )  # fmt: skip
+            self.pub_tf_static.publish(TFMessage(transforms=[camera]))  # transient local: late joiners get it too
             self.timer = self.create_timer(p["frame_dt"] / p["real_time_factor"], self._tick)
             self._publish(self.bridge.state)
             low, high = self.bridge.workspace
@@ -82,26 +93,22 @@ class ImagineSimNode(Node):
         self._publish(self.bridge.step())
 
     def _publish(self, state: SimState) -> None:
-        stamp = self.get_clock().now().to_msg()
-        cam, base = self.params["camera_frame"], self.params["base_frame"]
-        image = ros_msgs.fill_image(Image(), state.image, "rgb8")
-        image.header.stamp, image.header.frame_id = stamp, cam
+        stamp = state.stamp_ns  # taken when the image was rendered
+        cam, base, pixels = self.params["camera_frame"], self.params["base_frame"], self.params["pixel_frame"]
+        image = ros_msgs.set_header(ros_msgs.fill_image(Image(), state.image, "rgb8"), stamp, cam)
         self.pub_image.publish(image)
         info = CameraInfo()
         for key, value in self.bridge.camera_info().items():
             setattr(info, key, value)
-        info.header.stamp, info.header.frame_id = stamp, cam
-        self.pub_info.publish(info)
+        self.pub_info.publish(ros_msgs.set_header(info, stamp, cam))
         self.pub_ee.publish(self._point(state.ee_pos, stamp, base))
         if state.object_pixel is not None:
-            self.pub_object_pixel.publish(self._point([*state.object_pixel, 0.0], stamp, cam))
-            self.pub_goal_pixel.publish(self._point([*state.goal_pixel, 0.0], stamp, cam))
+            self.pub_object_pixel.publish(self._point([*state.object_pixel, 0.0], stamp, pixels))
+            self.pub_goal_pixel.publish(self._point([*state.goal_pixel, 0.0], stamp, pixels))
 
     @staticmethod
-    def _point(xyz: Any, stamp: Any, frame_id: str) -> PointStamped:
-        msg = ros_msgs.fill_point_stamped(PointStamped(), xyz)
-        msg.header.stamp, msg.header.frame_id = stamp, frame_id
-        return msg
+    def _point(xyz: Any, stamp_ns: int, frame_id: str) -> PointStamped:
+        return ros_msgs.set_header(ros_msgs.fill_point_stamped(PointStamped(), xyz), stamp_ns, frame_id)
 
     def destroy_node(self) -> None:
         """Close the simulator and destroy the node. Safe on a half-built node and when called twice (newer rclpy
