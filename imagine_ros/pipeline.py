@@ -26,6 +26,10 @@
 * Optional planner: a :class:`PlannerHook` runs :class:`imagine_ros.planning.CEMPlanner` on each frame instead of a
   plain prediction; the result carries the chosen η and the futures of the best candidate.
 
+* The model may load in the background (:meth:`PredictionPipeline.load_async`): until it is ready frames wait in the
+  slot (the newest only), the diagnostics say WARN "loading the model" and, if loading fails, ERROR with the reason;
+  a load failure is not a prediction failure. :meth:`PredictionPipeline.stop` never waits for a load.
+
 Everything is thread-safe: ``submit``/``set_eta``/``stats`` may be called from any thread while the worker runs.
 """
 
@@ -188,6 +192,9 @@ class PipelineStats:
     task_rejected: int = 0  # planner pixels refused (not finite, no planner)
     last_error: str = ""  # the last model failure
     last_rejection: str = ""  # why the last input was refused
+    model_state: str = "ready"  # loading | ready | failed (see PredictionPipeline.load_async)
+    model_error: str = ""  # why loading failed
+    model_load_s: float = float("nan")  # seconds the load took (or has taken so far)
     latency_last: float = float("nan")
     latency_mean: float = float("nan")
     latency_max: float = float("nan")
@@ -388,7 +395,8 @@ class PredictionPipeline:
     """Newest-frame queue + rate-limited worker thread around a Predictor (see module docstring).
 
     ``on_result(result)`` and ``on_error(exception, frame)`` are called from the worker thread. ``clock`` returns
-    seconds (monotonic); tests may pass their own.
+    seconds (monotonic); tests may pass their own. ``predictor`` may be None when it is loaded later with
+    :meth:`load_async` (or given with :meth:`set_predictor`).
     """
 
     def __init__(
@@ -417,6 +425,10 @@ class PredictionPipeline:
         self._last_start: float | None = None
         self._index = 0
         self._model_size: int | None = None  # the model's input side, once known (resize=exact checks at submit)
+        self._model_state = "ready" if predictor is not None else "loading"
+        self._model_error = ""
+        self._load_started: float | None = None
+        self._load_s = float("nan")
 
     # ------------------------------------------------------------------------------------------------ life cycle
     def start(self) -> PredictionPipeline:
@@ -427,6 +439,53 @@ class PredictionPipeline:
             self._thread = threading.Thread(target=self._run, name="imagine-prediction", daemon=True)
             self._thread.start()
         return self
+
+    def set_predictor(self, predictor: Any) -> None:
+        """Hand the pipeline its (loaded) predictor; frames waiting in the slot are predicted from now on."""
+        with self._cond:
+            self.predictor = predictor
+            self._model_state, self._model_error = "ready", ""
+            self._cond.notify_all()
+
+    def load_async(
+        self,
+        factory: Callable[[], Any],
+        on_loaded: Callable[[Any], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
+    ) -> threading.Thread:
+        """Build the predictor with ``factory()`` on a background thread (a daemon: a load cannot be interrupted, and
+        must not hold up shutdown). Until it returns, :meth:`stats` says ``model_state`` loading; then
+        :meth:`set_predictor` and ``on_loaded(predictor)``, or ``model_state`` failed with ``model_error`` and
+        ``on_failed(exception)``. A predictor that arrives after :meth:`stop` is closed at once (when it can be)."""
+        with self._cond:
+            self._model_state, self._model_error = "loading", ""
+            self._load_started = self.clock()
+
+        def load() -> None:
+            try:
+                predictor = factory()
+            except BaseException as e:  # any failure to load is reported, never raised into the void
+                with self._cond:
+                    self._model_state, self._model_error = "failed", f"{type(e).__name__}: {e}"
+                    self._load_s = self.clock() - self._load_started
+                if on_failed is not None:
+                    on_failed(e)
+                return
+            with self._cond:
+                self._load_s = self.clock() - self._load_started
+                stopped = self._stop
+            if stopped:  # the node went away while loading: free the model
+                close = getattr(predictor, "close", None)
+                if close is not None:
+                    close()
+                return
+            self.set_predictor(predictor)
+            if on_loaded is not None:
+                on_loaded(predictor)
+
+        thread = threading.Thread(target=load, name="imagine-model-load", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the worker (a prediction in progress is finished first; its result is still delivered)."""
@@ -580,6 +639,8 @@ class PredictionPipeline:
         cfg = self.config
         t0 = self.clock()
         predictor = self.predictor
+        if predictor is None:
+            raise RuntimeError("the model is not loaded yet (see load_async)")
         size = int(predictor.image_size)
         self._model_size = size
         cond_dim = int(predictor.condition_dim)
@@ -632,7 +693,7 @@ class PredictionPipeline:
         period = 1.0 / self.config.rate_hz if self.config.rate_hz > 0 else 0.0
         with self._cond:
             while not self._stop:
-                if self._slot is None:
+                if self._slot is None or self.predictor is None:  # no frame yet, or the model is still loading
                     self._cond.wait(0.5)
                     continue
                 if period and self._last_start is not None:
@@ -693,6 +754,9 @@ class PredictionPipeline:
             s = PipelineStats(**self._stats.as_dict())
             lat = list(self._latencies)
             pred = list(self._predict_times)
+            s.model_state, s.model_error = self._model_state, self._model_error
+            loading = self._model_state == "loading" and self._load_started is not None
+            s.model_load_s = self.clock() - self._load_started if loading else self._load_s
         if lat:
             s.latency_last, s.latency_mean, s.latency_max = lat[-1], float(np.mean(lat)), float(np.max(lat))
         if pred:
@@ -701,14 +765,19 @@ class PredictionPipeline:
         return s
 
     def diagnostics(self) -> tuple[int, str, dict[str, str]]:
-        """(level, message, key/values) for a ``diagnostic_msgs/DiagnosticStatus``: ERROR when the worker is not
-        running or the last :data:`ERROR_AFTER_FAILURES` predictions failed, WARN after a failure, while every image
-        so far was refused, or while frames arrive but wait for η / a planner task, else OK. Refused input never
-        makes an ERROR: it is counted in ``rejected_images`` / ``eta_rejected`` / ``task_rejected``."""
+        """(level, message, key/values) for a ``diagnostic_msgs/DiagnosticStatus``: ERROR when the model failed to
+        load, the worker is not running or the last :data:`ERROR_AFTER_FAILURES` predictions failed; WARN while the
+        model loads, after a failure, while every image so far was refused, or while frames arrive but wait for η /
+        a planner task; else OK. Refused input never makes an ERROR: it is counted in ``rejected_images`` /
+        ``eta_rejected`` / ``task_rejected``."""
         s = self.stats()
         values = {k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in s.as_dict().items()}
+        if s.model_state == "failed":
+            return ERROR, f"the model failed to load: {s.model_error}", values
         if not s.running:
             return ERROR, "prediction worker is not running", values
+        if s.model_state == "loading":
+            return WARN, f"loading the model ({s.model_load_s:.0f} s so far); frames wait", values
         if s.consecutive_failures >= ERROR_AFTER_FAILURES:
             return ERROR, f"{s.consecutive_failures} predictions failed in a row: {s.last_error}", values
         if s.consecutive_failures:
@@ -777,18 +846,12 @@ def planner_from_params(params: dict[str, Any]) -> PlannerHook | None:
 def predictor_from_params(params: dict[str, Any]) -> Any:
     """The Predictor the parameters ask for: ``backend: local`` loads ``checkpoint`` on ``device``; ``backend: remote``
     connects a :class:`imagine_ros.serving.RemotePredictor` (lazily: nothing is sent before the first prediction)."""
+    check_predictor_params(params)
     backend = params["backend"]
     if backend == "local":
-        from pathlib import Path
-
         from imagine_ros.predictor import Predictor
 
-        checkpoint = str(params["checkpoint"]).strip()
-        if not checkpoint:
-            raise ConfigError("parameter 'checkpoint' is required with backend 'local' (a NAME.json checkpoint file)")
-        if not Path(checkpoint).with_suffix(".json").exists():
-            raise ConfigError(f"parameter 'checkpoint': no checkpoint at {checkpoint} (NAME.json not found)")
-        return Predictor.from_checkpoint(checkpoint, device=str(params["device"]))
+        return Predictor.from_checkpoint(str(params["checkpoint"]).strip(), device=str(params["device"]))
     if backend == "remote":
         try:
             from imagine_ros.serving import RemotePredictor
@@ -805,6 +868,25 @@ def predictor_from_params(params: dict[str, Any]) -> Any:
             curve=curve_keys_from_params(params),
         )
     raise ConfigError(f"parameter 'backend' must be local or remote, got {backend!r}")
+
+
+def check_predictor_params(params: dict[str, Any]) -> None:
+    """The quick checks of :func:`predictor_from_params` (no model is loaded): ``checkpoint`` given and present for
+    ``backend: local``, ``remote.service`` given for ``backend: remote``; :class:`ConfigError` otherwise."""
+    backend = params["backend"]
+    if backend == "local":
+        from pathlib import Path
+
+        checkpoint = str(params["checkpoint"]).strip()
+        if not checkpoint:
+            raise ConfigError("parameter 'checkpoint' is required with backend 'local' (a NAME.json checkpoint file)")
+        if not Path(checkpoint).with_suffix(".json").exists():
+            raise ConfigError(f"parameter 'checkpoint': no checkpoint at {checkpoint} (NAME.json not found)")
+    elif backend == "remote":
+        if not str(params["remote.service"]).strip():
+            raise ConfigError("parameter 'remote.service' is required with backend 'remote' (the model's method name)")
+    else:
+        raise ConfigError(f"parameter 'backend' must be local or remote, got {backend!r}")
 
 
 def curve_keys_from_params(params: dict[str, Any]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -554,3 +555,112 @@ def test_planner_pixels_must_come_in_a_pixel_frame(copy_last):
     for kind, xy in (("designated", [20.0, 14.0]), ("goal", [30.0, 8.0])):
         assert pipe.set_task_pixel_msg(kind, ros_msgs.point_stamped_msg([*xy, 0.0], 0, "camera_pixels", ts))
     assert hook.ready and pipe.stats().task_rejected == 3 and pipe.stats().failures == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# loading in the background and shutting down in time
+
+
+class ClosablePredictor(SlowPredictor):
+    """A real Predictor that records ``close`` and can be made to hang in ``predict`` until released."""
+
+    def __init__(self, inner: Predictor, hang: threading.Event | None = None):
+        super().__init__(inner, 0.0)
+        self.hang, self.closed = hang, False
+
+    def predict(self, images, conditions=None, num_samples=1, seed=None):
+        if self.hang is not None:
+            self.hang.wait()
+        return super().predict(images, conditions, num_samples, seed)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_model_loads_in_the_background_while_frames_wait(copy_last):
+    release = threading.Event()
+    loaded = []
+
+    def factory():
+        release.wait(20)  # a slow checkpoint load
+        return copy_last
+
+    got = Collector()
+    cfg = pl.PipelineConfig(rate_hz=0, num_samples=1)
+    with pl.PredictionPipeline(None, cfg, on_result=got.on_result, on_error=got.on_error) as pipe:
+        t0 = time.monotonic()
+        pipe.load_async(factory, on_loaded=loaded.append)
+        assert time.monotonic() - t0 < 0.5, "load_async must not wait for the model"
+        for value in (10, 20, 30):
+            pipe.submit(camera_image(16, 16, value=value))
+        time.sleep(0.2)
+        s = pipe.stats()
+        assert (s.model_state, s.predictions, s.failures, s.dropped) == ("loading", 0, 0, 2)
+        level, message, values = pipe.diagnostics()
+        assert level == pl.WARN and message.startswith("loading the model") and values["model_state"] == "loading"
+        release.set()
+        wait_until(lambda: got.results, what="the first prediction after loading")
+        assert loaded == [copy_last] and pipe.predictor is copy_last
+        assert int(got.results[0].model_image[0, 0, 0]) == 30, "the newest waiting frame is predicted"
+        s = pipe.stats()
+        assert s.model_state == "ready" and s.model_load_s >= 0.2 and pipe.diagnostics()[0] == pl.OK
+    assert not got.errors
+
+
+def test_a_model_that_fails_to_load_is_an_error_state_not_a_prediction_failure():
+    failed = []
+
+    def factory():
+        raise FileNotFoundError("vd.safetensors")
+
+    with pl.PredictionPipeline(None, pl.PipelineConfig(rate_hz=0)) as pipe:
+        pipe.load_async(factory, on_failed=failed.append).join(5)
+        pipe.submit(camera_image(16, 16))
+        s = pipe.stats()
+        level, message, _ = pipe.diagnostics()
+    assert isinstance(failed[0], FileNotFoundError)
+    assert (s.model_state, s.model_error) == ("failed", "FileNotFoundError: vd.safetensors")
+    assert (s.failures, s.predictions) == (0, 0)
+    assert level == pl.ERROR and message == "the model failed to load: FileNotFoundError: vd.safetensors"
+
+
+def test_shutdown_is_bounded_with_a_hung_prediction_or_a_load_in_progress(copy_last):
+    """stop(timeout) returns in about ``timeout`` even while a prediction hangs (a remote server gone quiet) or the
+    model is still loading; a model that arrives after stop is closed. The node's bound is STOP_WAIT_S < 5 s."""
+    hang = threading.Event()
+    hung = ClosablePredictor(copy_last, hang)
+    pipe = pl.PredictionPipeline(hung, pl.PipelineConfig(rate_hz=0)).start()
+    pipe.submit(camera_image(16, 16))
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    pipe.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 1.5 and pipe.running  # still in predict: left to the process exit
+    hang.set()
+    wait_until(lambda: not pipe.running, what="the worker to end after its prediction")
+
+    release = threading.Event()
+    late = ClosablePredictor(copy_last)
+    pipe = pl.PredictionPipeline(None, pl.PipelineConfig(rate_hz=0)).start()
+    thread = pipe.load_async(lambda: (release.wait(20), late)[1])
+    t0 = time.monotonic()
+    pipe.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 1.0 and not pipe.running, "stop must not wait for a load"
+    release.set()
+    thread.join(5)
+    assert late.closed and pipe.predictor is None
+
+
+def test_node_shutdown_bound_and_quick_parameter_checks(tmp_path):
+    import ast
+
+    from imagine_ros.node_params import PREDICTION_PARAMS, validate
+
+    tree = ast.parse((Path(__file__).parents[1] / "imagine_ros" / "ros" / "prediction_node.py").read_text())
+    stop = next(n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "STOP_WAIT_S")
+    assert 0 < ast.literal_eval(stop.value) < 5, "ros2 launch sends SIGTERM 5 s after SIGINT"
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert "self.pipeline.load_async" in calls and "pl.predictor_from_params" not in calls  # never in __init__
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        pl.check_predictor_params(validate(PREDICTION_PARAMS, {"checkpoint": str(tmp_path / "none.json")}))
+    with pytest.raises(ConfigError, match="'remote.service' is required"):
+        pl.check_predictor_params(validate(PREDICTION_PARAMS, {"backend": "remote"}))

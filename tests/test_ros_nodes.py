@@ -260,3 +260,18 @@ def test_main_accepts_an_integer_for_a_double(capfd):
     assert prediction_main(["--ros-args", "-p", "rate:=2"]) == 2
     err = capfd.readouterr().err
     assert "'rate'" not in err and "Traceback" not in err
+
+
+def test_the_model_loads_after_the_constructor_and_a_failed_load_ends_main(ros, checkpoint, tmp_path):
+    node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu"))
+    try:
+        assert node.pipeline.running and node.exit_code is None
+        spin_until(ros, lambda: node.pipeline.stats().model_state == "ready")
+        assert node.pipeline.predictor is not None
+    finally:
+        t0 = time.monotonic()
+        node.destroy_node()
+        assert time.monotonic() - t0 < 5.0
+    broken = tmp_path / "broken.json"
+    broken.write_text(checkpoint.read_text())  # a config without its weights file: fails while loading
+    assert prediction_main(["--ros-args", "-p", f"checkpoint:={broken}", "-p", "device:=cpu"]) == 2

@@ -81,14 +81,17 @@ def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
 
 
 def spin_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    """The ``main`` of both nodes: init, build, spin until Ctrl-C or shutdown, clean up. Returns the exit code: 0, or
-    2 after an :class:`ImagineRosError` (bad parameters, a missing checkpoint), logged as one fatal line."""
+    """The ``main`` of both nodes: init, build, spin until Ctrl-C, shutdown or the node setting ``exit_code`` (the
+    prediction node when its model fails to load), clean up. Returns the exit code: 0, the node's ``exit_code``, or 2
+    after an :class:`ImagineRosError` (bad parameters, a missing checkpoint), logged as one fatal line."""
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = make_node()
-        rclpy.spin(node)
+        while rclpy.ok() and getattr(node, "exit_code", None) is None:  # a node sets exit_code when it cannot go on
+            rclpy.spin_once(node, timeout_sec=0.2)
+        code = getattr(node, "exit_code", None) or 0
     except KeyboardInterrupt:
         pass
     except ImagineRosError as e:

@@ -23,7 +23,7 @@ from imagine_ros.node_params import PREDICTION_NODE, PREDICTION_PARAMS
 from imagine_ros.ros.params import NODE_OPTIONS, declare_and_read, spin_node, topic_qos
 
 THROTTLE_S = 5.0
-STOP_WAIT_S = 10.0  # longest wait for a running prediction when the node is destroyed
+STOP_WAIT_S = 3.0  # longest wait for a running prediction at shutdown (ros2 launch escalates to SIGTERM after 5 s)
 
 
 class ImaginePredictionNode(Node):
@@ -32,14 +32,14 @@ class ImaginePredictionNode(Node):
 
     def __init__(self, node_name: str = PREDICTION_NODE, **kwargs: Any):
         super().__init__(node_name, **{**kwargs, **NODE_OPTIONS})
-        self.predictor: Any = None
         self.pipeline: pl.PredictionPipeline | None = None
+        self.exit_code: int | None = None  # set when the model failed to load: main() ends with it
         try:
             self.params = declare_and_read(self, PREDICTION_PARAMS)
             p = self.params
-            self.predictor = pl.predictor_from_params(p)
+            pl.check_predictor_params(p)  # quick: a missing checkpoint stops the node here (exit code 2)
             self.pipeline = pl.PredictionPipeline(
-                self.predictor,
+                None,  # loaded in the background below: the constructor (and the launch) never waits for the model
                 pl.config_from_params(p),
                 on_result=self._publish,
                 on_error=self._on_error,
@@ -64,16 +64,30 @@ class ImaginePredictionNode(Node):
                 self.diag_timer = self.create_timer(p["diagnostics_period"], self._diagnostics)
 
             self.pipeline.start()
-            where = p["checkpoint"] if p["backend"] == "local" else f"{p['remote.service']} at {p['remote.endpoint']}"
-            rate = f"at most {p['rate']:g} Hz" if p["rate"] else "as fast as the model goes"
-            self.get_logger().info(
-                f"{p['backend']} backend ({where}); {p['num_samples']} samples per prediction, {rate}; "
-                f"planner {'on' if p['planner.enabled'] else 'off'}"
+            self._where = (
+                p["checkpoint"] if p["backend"] == "local" else f"{p['remote.service']} at {p['remote.endpoint']}"
             )
+            self.get_logger().info(f"loading the model ({p['backend']} backend, {self._where}); frames wait meanwhile")
+            self.pipeline.load_async(partial(pl.predictor_from_params, p), self._on_loaded, self._on_load_failed)
         except BaseException:  # a half-built node: free what exists (rclpy may call destroy_node again later)
             with contextlib.suppress(Exception):
                 self.destroy_node()
             raise
+
+    # ---------------------------------------------------------------------------------------------------- model
+    def _on_loaded(self, predictor: Any) -> None:
+        """Called on the loading thread."""
+        p = self.params
+        rate = f"at most {p['rate']:g} Hz" if p["rate"] else "as fast as the model goes"
+        self.get_logger().info(
+            f"model ready after {self.pipeline.stats().model_load_s:.1f} s ({self._where}); {p['num_samples']} "
+            f"samples per prediction, {rate}; planner {'on' if p['planner.enabled'] else 'off'}"
+        )
+
+    def _on_load_failed(self, error: BaseException) -> None:
+        """Called on the loading thread: the node cannot work; main() ends with exit code 2."""
+        self.get_logger().fatal(f"the model failed to load ({self._where}): {type(error).__name__}: {error}")
+        self.exit_code = 2
 
     # ---------------------------------------------------------------------------------------------------- input
     def _on_image(self, msg: Image) -> None:
@@ -141,37 +155,33 @@ class ImaginePredictionNode(Node):
         self.pub_diag.publish(array)
 
     def destroy_node(self) -> None:
-        """Stop the worker, close the predictor, destroy the node. Safe on a half-built node and when called twice
-        (newer rclpy destroys the nodes of a context again at shutdown)."""
+        """Stop the worker (waiting at most STOP_WAIT_S for a running prediction), close the predictor, destroy the
+        node: well within the 5 s that ``ros2 launch`` gives a node after SIGINT. A model still loading is not waited
+        for (its daemon thread ends with the process; a model that arrives later is closed). Safe on a half-built node
+        and when called twice (newer rclpy destroys the nodes of a context again at shutdown)."""
         if getattr(self, "_imagine_destroyed", False):
             return
         self._imagine_destroyed = True
         try:
             pipeline = getattr(self, "pipeline", None)
-            busy = False
             if pipeline is not None:
                 pipeline.stop(STOP_WAIT_S)
-                busy = pipeline.running
-            close = getattr(getattr(self, "predictor", None), "close", None)
-            if close is not None and busy:
-                # a remote prediction can take remote.timeout x (remote.retries + 1) s per request; its socket is
-                # in use by the worker thread, so it must not be closed under it: the process exit ends both
-                p = getattr(self, "params", {})
-                bound = p["remote.timeout"] * (p["remote.retries"] + 1) if p.get("backend") == "remote" else 0.0
-                self.get_logger().info(
-                    f"a prediction is still running after {STOP_WAIT_S:g} s"
-                    + (f" (a remote request may take up to {bound:g} s)" if bound else "")
-                    + "; leaving the predictor open"
-                )
-            elif close is not None:
-                close()
+                close = getattr(pipeline.predictor, "close", None)
+                if close is not None and pipeline.running:
+                    # a remote prediction can take remote.timeout x (remote.retries + 1) s; its socket is in use by
+                    # the worker thread, so it must not be closed under it: the process exit ends both
+                    self.get_logger().info(
+                        f"a prediction is still running after {STOP_WAIT_S:g} s; leaving the predictor open"
+                    )
+                elif close is not None:
+                    close()
         finally:
             super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run imagine_ros imagine_prediction [--ros-args ...]``."""
-    return spin_node(ImaginePredictionNode, PREDICTION_NODE, args)
+    return spin_node(ImaginePredictionNode, PREDICTION_NODE, args)  # ends with node.exit_code once it is set
 
 
 if __name__ == "__main__":
