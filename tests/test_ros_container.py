@@ -1,0 +1,68 @@
+"""The ROS 2 container recipe and CI workflow, checked by reading (they need Docker and a ROS 2 image to run): both
+distros, every package.xml dependency installed, the constraints used, colcon build, and the node tests run without
+being skipped."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "docker" / "ros2.Dockerfile"
+WORKFLOW = ROOT / ".github" / "workflows" / "ros.yml"
+
+
+def _apt_packages(text: str) -> set[str]:
+    joined = text.replace("\\\n", " ")
+    found: set[str] = set()
+    for m in re.finditer(r"apt-get install -y --no-install-recommends (.*?)(?:&&|$)", joined, re.M):
+        found.update(m.group(1).split())
+    return found
+
+
+def test_dockerfile_builds_on_the_distro_given_and_installs_every_exec_depend():
+    text = DOCKERFILE.read_text()
+    assert "ARG ROS_DISTRO=humble\nFROM ros:${ROS_DISTRO}\nARG ROS_DISTRO\n" in text
+    apt = _apt_packages(text)
+    deps = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
+    for dep in deps:
+        want = dep if dep.startswith("python3-") else "ros-${ROS_DISTRO}-" + dep.replace("_", "-")
+        assert want in apt, f"package.xml exec_depend {dep} is not installed by the Dockerfile ({want})"
+    assert "python3-colcon-common-extensions" in apt and "build-essential" in apt
+
+
+def test_dockerfile_keeps_numpy_1_builds_with_colcon_and_runs_the_node_tests():
+    text = DOCKERFILE.read_text()
+    assert "python3 -m venv --system-site-packages /opt/venv" in text
+    assert "pip install -c ros-constraints.txt -e '.[test]'" in text
+    assert "numpy.__version__.startswith('1.')" in text
+    assert "colcon build --symlink-install --packages-select imagine_ros" in text
+    assert "ENV IMAGINE_ROS_REQUIRE_RCLPY=1" in text
+    cmd = text.split("CMD ", 1)[1]
+    assert "source /opt/ros/${ROS_DISTRO}/setup.bash && source /ws/install/setup.bash" in cmd
+    assert "tests/test_ros_nodes.py" in cmd and "colcon test --packages-select imagine_ros" in cmd
+    tests = (ROOT / "tests" / "test_ros_nodes.py").read_text()
+    assert 'os.environ.get("IMAGINE_ROS_REQUIRE_RCLPY")' in tests  # in the container a missing rclpy fails
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and "imagine_ros" not in ignored and "imagine_ros/data" not in ignored
+
+
+def test_ci_workflow_builds_both_distros_and_runs_the_container():
+    wf = YAML(typ="safe", pure=True).load(WORKFLOW.read_text())
+    job = wf["jobs"]["ros2"]
+    assert job["strategy"]["matrix"]["distro"] == ["humble", "jazzy"]
+    runs = " ".join(step.get("run", "") for step in job["steps"])
+    assert "docker build -f docker/ros2.Dockerfile --build-arg ROS_DISTRO=${{ matrix.distro }}" in runs
+    assert "docker run --rm imagine_ros:${{ matrix.distro }}" in runs
+    assert any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
+    assert {"push", "pull_request"} <= set(wf["on"])
+
+
+def test_docs_describe_the_container_and_ci():
+    text = (ROOT / "docs" / "ros2.md").read_text()
+    section = text.split("### Container and CI", 1)[1].split("\n### ", 1)[0]
+    for needle in ("docker/ros2.Dockerfile", ".github/workflows/ros.yml", "ROS_DISTRO=jazzy", "test_ros_nodes.py"):
+        assert needle in section, needle
