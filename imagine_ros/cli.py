@@ -278,6 +278,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
     p.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default=d.lr_schedule,
+        help="constant, or cosine: from the learning rate down to --lr-min-ratio of it at the last step "
+        f"(default {d.lr_schedule})",
+    )
+    p.add_argument(
+        "--lr-min-ratio",
+        type=float,
+        default=d.lr_min_ratio,
+        help=f"cosine: the learning rate at the last step as a fraction of the first (default {d.lr_min_ratio})",
+    )
+    p.add_argument(
         "--grad-clip", type=float, default=None, help="max gradient norm per optimizer, 0 = off (default: the method's)"
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights and data order (default {d.seed})")
@@ -321,6 +334,8 @@ def _cli_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        lr_min_ratio=args.lr_min_ratio,
         grad_clip=args.grad_clip,
         seed=args.seed,
         device=args.device,

@@ -81,7 +81,8 @@ def test_training_writes_checkpoints_metrics_samples_and_tensorboard(data, tmp_p
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(data, tmp_path):
-    steps = ["--steps", "150", "--ckpt-every", "10", "--val-every", "1000"]
+    # with a cosine learning rate: the schedule is a function of the step, so the resumed run matches too
+    steps = ["--steps", "150", "--ckpt-every", "10", "--val-every", "1000", "--lr-schedule", "cosine"]
     ref = tmp_path / "ref"
     assert cli_main(["train", *TINY, "--data", str(data), "--out", str(ref), *steps]) == 0
 
@@ -168,3 +169,29 @@ def test_ddp_with_two_cpu_processes(data, tmp_path):
     )
     # two processes see two different batches per step, so the weights differ from one process's
     assert any(not torch.equal(weights(run)[k], weights(single)[k]) for k in weights(run))
+
+
+def test_cosine_schedule_runs_from_the_learning_rate_down_to_its_floor(data, tmp_path):
+    cfg = TrainConfig(method="visual_dynamics", data=str(data), out=str(tmp_path / "x"), steps=100,
+                      lr_schedule="cosine", lr_min_ratio=0.1)  # fmt: skip
+    assert cfg.lr_factor(0) == 1.0 and cfg.lr_factor(50) == pytest.approx(0.55) and cfg.lr_factor(100) == 0.1
+    assert all(cfg.lr_factor(i) >= cfg.lr_factor(i + 1) for i in range(100))
+    assert TrainConfig(method="visual_dynamics", data=str(data), out="x").lr_factor(77) == 1.0
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(method="visual_dynamics", data=str(data), out="x", lr_schedule="step")
+    with pytest.raises(ConfigError, match="lr_min_ratio must be in"):
+        TrainConfig(method="visual_dynamics", data=str(data), out="x", lr_schedule="cosine", lr_min_ratio=2.0)
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--data", str(data), "--out", str(run), "--steps", "4", "--val-every", "100"]
+    assert cli_main([*args, "--lr", "0.01", "--lr-schedule", "cosine", "--lr-min-ratio", "0.2"]) == 0
+    from imagine_ros.training.train_state import _join
+
+    path = run / "checkpoints" / "step_000004" / "train"
+    tree = json.loads(path.with_suffix(".json").read_text())
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    states = [_join(opt, tensors, torch.device("cpu")) for opt in tree["optimizers"].values()]
+    groups = [g for state in states for g in state["param_groups"]]
+    # the last step (step 3 of 4) ran at 0.01 * lr_factor(3)
+    last = TrainConfig(method="visual_dynamics", data=str(data), out="x", steps=4, lr_schedule="cosine",
+                       lr_min_ratio=0.2).lr_factor(3)  # fmt: skip
+    assert groups and all(g["initial_lr"] == 0.01 and g["lr"] == pytest.approx(0.01 * last) for g in groups)

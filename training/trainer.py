@@ -47,6 +47,8 @@ from imagine_ros.training.metrics import best_of_n
 from imagine_ros.training.steps import get_step
 from imagine_ros.training.train_state import load_train_state, save_train_state
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class TrainConfig:
@@ -62,6 +64,10 @@ class TrainConfig:
     lr: float | None = None  # None: the method's default
     betas: tuple[float, float] | None = None
     weight_decay: float = 0.0
+    # "constant", or "cosine": every optimizer's learning rate follows lr * (m + (1 - m) (1 + cos(pi step / steps)) / 2)
+    # from its initial value down to m = lr_min_ratio of it at the last step (a function of the step: resumes exactly)
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.05
     grad_clip: float | None = None  # max global grad norm per optimizer; 0 disables; None: the method's default
     seed: int = 0
     device: str = "auto"
@@ -95,6 +101,17 @@ class TrainConfig:
             raise ConfigError(f"stage must be a positive integer, got {self.stage!r}")
         if self.betas is not None:
             self.betas = tuple(self.betas)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ConfigError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+
+    def lr_factor(self, step: int) -> float:
+        """The factor of the initial learning rate for optimizer step ``step`` (0-based) of ``steps``."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        m = self.lr_min_ratio
+        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -489,8 +506,11 @@ class Trainer:
 
     def _train_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         logs: dict[str, float] = {}
+        factor = self.cfg.lr_factor(step)
         for phase in self.step_impl.phases(step):
             opt = self.optimizers[phase]
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 loss, phase_logs = self.step_impl.loss(phase, batch, self.wrapped, step)
@@ -504,6 +524,8 @@ class Trainer:
             self.scaler.step(opt)
             self.scaler.update()
             logs.update(phase_logs)
+        if self.cfg.lr_schedule != "constant":
+            logs["lr_factor"] = factor
         self.step_impl.after_step(batch)
         return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))}
 
