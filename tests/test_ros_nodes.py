@@ -267,7 +267,7 @@ def test_main_accepts_an_integer_for_a_double(capfd):
     assert "'rate'" not in err and "Traceback" not in err
 
 
-def test_the_model_loads_after_the_constructor_and_a_failed_load_ends_main(ros, checkpoint, tmp_path):
+def test_the_model_loads_after_the_constructor(ros, checkpoint):
     node = ImaginePredictionNode(parameter_overrides=overrides(checkpoint=str(checkpoint), device="cpu"))
     try:
         assert node.pipeline.running and node.exit_code is None
@@ -277,6 +277,10 @@ def test_the_model_loads_after_the_constructor_and_a_failed_load_ends_main(ros, 
         t0 = time.monotonic()
         node.destroy_node()
         assert time.monotonic() - t0 < 5.0
+
+
+def test_a_failed_load_ends_main(checkpoint, tmp_path):
+    # no `ros` fixture: main() initialises and shuts down rclpy's default context itself
     broken = tmp_path / "broken.json"
     broken.write_text(checkpoint.read_text())  # a config without its weights file: fails while loading
     assert prediction_main(["--ros-args", "-p", f"checkpoint:={broken}", "-p", "device:=cpu"]) == 2
