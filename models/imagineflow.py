@@ -215,6 +215,11 @@ class ImagineFlowConfig(MethodConfig):
     # condition_dim constant maps beside two pixel-coordinate maps (x, y in [-1, 1], as CoordConv), so the generator
     # can relate the target to image positions at 4x4 .. H / flow_stride instead of only through the top's lift
     condition_maps: bool = False
+    # not in the paper (False = its generator): a residual block at the flow resolution that fuses the image encoder's
+    # features of that resolution (the paper fuses every level down to full resolution; at flow_stride > 1 the last
+    # level would otherwise see the image only at half the flow resolution, too coarse for 5-8 px objects). Its last
+    # convolution starts at zero (the identity), so switching it on with --init starts from the checkpoint's function
+    out_fusion: bool = False
     # training: time steps per clip that are upsampled, warped, tested, synthesised and scored (0: all T)
     loss_steps: int = 2
     # perceptual term: "" = the ssim_l1 substitute; a path = VGG-19 features weights (models/perceptual.py)
@@ -284,7 +289,9 @@ class ImagineFlowConfig(MethodConfig):
             raise ConfigError(f"gt_flow_loss must be one of {', '.join(GT_FLOW_LOSSES)}, got {self.gt_flow_loss!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        for name in ("bidirectional", "synthesis", "condition_maps"):
+        if self.out_fusion and stride == 1:
+            raise ConfigError("out_fusion needs flow_stride >= 2 (no image features at full resolution)")
+        for name in ("bidirectional", "synthesis", "condition_maps", "out_fusion"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_number("flow_scale", self.flow_scale, positive=True)
@@ -425,6 +432,20 @@ class TimeBlock(nn.Module):
         return self.act(self.norm(y.flatten(0, 1))).view(y.shape)
 
 
+class ResidualFusion(nn.Module):
+    """v + TimeConv(TimeBlock([v, static])): a video (B, T, C, h, w) and a time-constant input (B, C_s, h, w) ->
+    (B, T, C, h, w). ``out`` is zeroed by :class:`ImagineFlow` after its initialisation: the block starts as the
+    identity."""
+
+    def __init__(self, c: int, c_static: int, kt: int):
+        super().__init__()
+        self.block = TimeBlock(c + c_static, c, kt)
+        self.out = TimeConv(c, c, kt)
+
+    def forward(self, v: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        return v + self.out(self.block(v, static))
+
+
 class MotionEncoder(nn.Module):
     """q(z | I0, I_1..T): the clip (B, T + 1, 3, H, W) -> mean, log-variance (B, z_dim)."""
 
@@ -500,6 +521,9 @@ class FlowGenerator(nn.Module):
             self.up.append(TimeBlock(cin, cout, kt))
             self.post.append(TimeBlock(cout + self.maps, cout, kt))
             cin = cout
+        # the image features at the flow resolution (index into the encoder's levels), for out_fusion
+        self.out_level = levels - len(cfg.gen_channels) - 1
+        self.out_fusion = ResidualFusion(cin, cfg.enc_channels[self.out_level], kt) if cfg.out_fusion else None
         # one conv for both heads: channels 0-1 forward (dx, dy), 2-3 backward (or 0-1 backward alone)
         self.head = TimeConv(cin, 4 if cfg.bidirectional else 2, kt, bias=True)
 
@@ -520,6 +544,8 @@ class FlowGenerator(nn.Module):
             v = self.up[i](u.view(*v.shape[:2], *u.shape[1:]))
             maps = condition_maps(condition.to(v.dtype), v.shape[-1]) if self.maps else None  # (B, C + 2, h, w)
             v = self.post[i](v, maps)
+        if self.out_fusion is not None:
+            v = self.out_fusion(v, feats[self.out_level])
         flows = (self.head(v) * cfg.flow_scale).contiguous()  # (B, T, 4 | 2, h, w)
         return (flows[:, :, :2], flows[:, :, 2:]) if cfg.bidirectional else (None, flows)
 
@@ -599,6 +625,8 @@ class ImagineFlow(Method):
                 nn.init.kaiming_normal_(module.weight, a=0.2)
         with torch.no_grad():
             self.generator.head.weight.mul_(0.25)  # small initial flows (near-identity warps), still z-dependent
+            if self.generator.out_fusion is not None:
+                self.generator.out_fusion.out.weight.zero_()  # the residual block starts as the identity
 
     @property
     def extra_clip_keys(self) -> tuple[str, ...]:

@@ -274,6 +274,30 @@ def test_condition_maps_widen_a_checkpoint_without_changing_its_flows():
         tiny(condition_maps="yes")
 
 
+def test_out_fusion_starts_as_the_identity_then_sees_the_image_at_the_flow_resolution():
+    plain, fused = tiny(condition_maps=True), tiny(condition_maps=True, out_fusion=True)
+    block = fused.generator.out_fusion
+    assert fused.generator.out_level == 0 and block.block.conv.weight.shape[1] == 8 + 8  # gen width + feats[0]
+    assert not block.out.weight.any()
+    fused.load_state_dict(widen_state(plain.state_dict(), fused.state_dict()))  # --init from a model without it
+    torch.testing.assert_close(fused.generator.out_fusion.out.weight, block.out.weight)
+    z, cond = torch.randn(2, plain.config.z_dim), torch.randn(2, 3)
+    for a, b in zip(plain.flows(images(2), z, cond), fused.flows(images(2), z, cond)):
+        torch.testing.assert_close(a, b)
+    fused.train()
+    step = ImagineFlowStep(fused, TRAIN_CFG)
+    loss, _ = step.loss("model", batch(3), fused, 0)
+    loss.backward()
+    assert block.out.weight.grad.abs().sum() > 0  # the zero convolution learns: the block does not stay the identity
+    with pytest.raises(ConfigError, match="out_fusion needs flow_stride >= 2"):
+        tiny(out_fusion=True, flow_stride=1, gen_channels=(16, 8, 8))
+    fused.eval()
+    with torch.no_grad():
+        block.out.weight.normal_()
+    for a, b in zip(plain.flows(images(2), z, cond), fused.flows(images(2), z, cond)):
+        assert (a - b).abs().max() > 1e-3
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # perceptual loss
 

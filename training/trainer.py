@@ -213,18 +213,23 @@ def load_init(model: nn.Module, init: str | os.PathLike) -> None:
     model.load_state_dict(widen_state(ckpt.model.state_dict(), model.state_dict()))
 
 
-#: Config switches that only append input channels to some layers: ``--init`` from a checkpoint without them copies
-#: its weights and gives the new inputs zero weights, so training starts from exactly the checkpoint's function.
-WIDENING_FIELDS = ("condition_maps",)
+#: Config switches that only append input channels to some layers, or add modules that start as the identity:
+#: ``--init`` from a checkpoint without them copies its weights, gives new inputs zero weights and new modules the
+#: fresh model's initialisation, so training starts from exactly the checkpoint's function.
+WIDENING_FIELDS = ("condition_maps", "out_fusion")
 
 
 def widen_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``old`` fitted to the shapes of ``new``: a weight whose input dimension (dim 1) grew keeps its old slice
-    ``[:, :c_old]`` and gets zeros for the new inputs; every other shape must match (load_state_dict reports it)."""
+    ``[:, :c_old]`` and gets zeros for the new inputs; an entry that ``old`` lacks (a module a widening switch adds)
+    is taken from ``new``; every other shape must match (load_state_dict reports it)."""
     out = dict(old)
     for key, target in new.items():
         have = old.get(key)
-        if have is None or have.shape == target.shape:
+        if have is None:
+            out[key] = target
+            continue
+        if have.shape == target.shape:
             continue
         if have.dim() >= 2 and have.shape[0] == target.shape[0] and have.shape[2:] == target.shape[2:]:
             if have.shape[1] < target.shape[1]:
