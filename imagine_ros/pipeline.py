@@ -440,12 +440,18 @@ class PredictionPipeline:
             self._thread.start()
         return self
 
-    def set_predictor(self, predictor: Any) -> None:
-        """Hand the pipeline its (loaded) predictor; frames waiting in the slot are predicted from now on."""
+    def set_predictor(self, predictor: Any) -> bool:
+        """Hand the pipeline its (loaded) predictor; frames waiting in the slot are predicted from now on. Returns
+        False, installing nothing, once :meth:`stop` was called: the predictor stays the caller's to close. The stop
+        check and the assignment are one step under the lock, so whoever stops the pipeline and then closes
+        :attr:`predictor` (the node's ``destroy_node``) never misses a predictor installed behind its back."""
         with self._cond:
+            if self._stop:
+                return False
             self.predictor = predictor
             self._model_state, self._model_error = "ready", ""
             self._cond.notify_all()
+        return True
 
     def load_async(
         self,
@@ -473,13 +479,11 @@ class PredictionPipeline:
                 return
             with self._cond:
                 self._load_s = self.clock() - self._load_started
-                stopped = self._stop
-            if stopped:  # the node went away while loading: free the model
+            if not self.set_predictor(predictor):  # stopped while loading: nobody else will close this one
                 close = getattr(predictor, "close", None)
                 if close is not None:
                     close()
                 return
-            self.set_predictor(predictor)
             if on_loaded is not None:
                 on_loaded(predictor)
 

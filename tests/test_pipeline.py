@@ -566,15 +566,17 @@ class ClosablePredictor(SlowPredictor):
 
     def __init__(self, inner: Predictor, hang: threading.Event | None = None):
         super().__init__(inner, 0.0)
-        self.hang, self.closed = hang, False
+        self.hang, self.closed, self.close_calls, self.predict_calls = hang, False, 0, 0
 
     def predict(self, images, conditions=None, num_samples=1, seed=None):
+        self.predict_calls += 1
         if self.hang is not None:
             self.hang.wait()
         return super().predict(images, conditions, num_samples, seed)
 
     def close(self):
         self.closed = True
+        self.close_calls += 1
 
 
 def test_the_model_loads_in_the_background_while_frames_wait(copy_last):
@@ -648,6 +650,42 @@ def test_shutdown_is_bounded_with_a_hung_prediction_or_a_load_in_progress(copy_l
     release.set()
     thread.join(5)
     assert late.closed and pipe.predictor is None
+
+
+def test_a_stop_between_load_and_install_closes_the_late_predictor_once(copy_last):
+    """stop() (and the node's destroy_node, which then closes ``pipeline.predictor``) lands after the factory returned
+    but before the predictor is installed: the install is refused, the load thread closes the predictor exactly once
+    and the pipeline never predicts with it. The gap is held open with events, so the interleaving is certain."""
+    in_gap, proceed = threading.Event(), threading.Event()
+
+    class GapPipeline(pl.PredictionPipeline):
+        def set_predictor(self, predictor):
+            if threading.current_thread().name == "imagine-model-load":
+                in_gap.set()  # the factory has returned; the stop happens now, before the install
+                assert proceed.wait(10)
+            return super().set_predictor(predictor)
+
+    late = ClosablePredictor(copy_last)
+    loaded, failed = [], []
+    pipe = GapPipeline(None, pl.PipelineConfig(rate_hz=0)).start()
+    pipe.submit(camera_image(16, 16))  # a frame waits for the model
+    thread = pipe.load_async(lambda: late, on_loaded=loaded.append, on_failed=failed.append)
+    assert in_gap.wait(10)
+    pipe.stop(timeout=1.0)
+    seen_by_destroy = pipe.predictor  # what destroy_node would close: nothing yet
+    proceed.set()
+    thread.join(5)
+    assert not thread.is_alive() and seen_by_destroy is None
+    assert late.close_calls == 1 and pipe.predictor is None and late.predict_calls == 0
+    assert loaded == [] and failed == [] and pipe.stats().predictions == 0
+    assert pipe.set_predictor(late) is False and pipe.predictor is None  # still refused while stopped
+
+    # the other order: installed before stop, so the owner (destroy_node) closes it and the load thread does not
+    pipe = pl.PredictionPipeline(None, pl.PipelineConfig(rate_hz=0)).start()
+    early = ClosablePredictor(copy_last)
+    pipe.load_async(lambda: early, on_loaded=loaded.append).join(5)
+    pipe.stop(timeout=1.0)
+    assert pipe.predictor is early and loaded == [early] and early.close_calls == 0
 
 
 def test_node_shutdown_bound_and_quick_parameter_checks(tmp_path):
