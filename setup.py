@@ -48,6 +48,8 @@ setup(
             "hypothesis>=6",
             "ruff>=0.5",
             "rosbags-image>=0.9",
+            "mcap>=1.1",  # an MCAP reader and a ROS 2 CDR decoder that this project did not write (bag tests)
+            "mcap-ros2-support>=0.5",
             "setuptools>=64",
             "wheel",
         ],

@@ -6,7 +6,9 @@ ROS 2 puts on the wire. The field-level logic is kept apart from any message cla
 * :func:`image_fields` turns an array into the Image fields (height, width, encoding, is_bigendian, step, data);
 * :func:`decode_image` turns those fields back into an array; :func:`msg_to_image` only reads attributes, so it works
   on rosbags and rclpy messages alike;
-* :func:`stamp_from_ns` / :func:`ns_from_stamp` convert between integer nanoseconds and ``(sec, nanosec)``.
+* :func:`stamp_from_ns` / :func:`ns_from_stamp` convert between integer nanoseconds and ``(sec, nanosec)``;
+* :func:`transform_stamped_msg` / :func:`tf_message_msg` (a pose as ``/tf`` carries it) and
+  :func:`camera_info_fields` / :func:`camera_info_msg` (a pinhole ``CameraInfo`` from K).
 
 Supported encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` (uint8) and ``32FC1``, ``32FC2`` (float32,
 e.g. optical flow). Arrays are taken and returned in the encoding's own channel order (``bgr8`` data is BGR);
@@ -38,6 +40,7 @@ IMAGE = "sensor_msgs/msg/Image"
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
 TRANSFORM_STAMPED = "geometry_msgs/msg/TransformStamped"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 STRING = "std_msgs/msg/String"
 HEADER = "std_msgs/msg/Header"
 TIME = "builtin_interfaces/msg/Time"
@@ -361,6 +364,53 @@ def fill_transform_stamped(msg: Any, matrix: np.ndarray, parent: str, child: str
     t.x, t.y, t.z = tx, ty, tz
     r.x, r.y, r.z, r.w = qx, qy, qz, qw
     return msg
+
+
+def tf_message_msg(transforms: Sequence[Any], typestore=None):
+    """A rosbags ``tf2_msgs/msg/TFMessage`` holding ``transforms`` (TransformStamped messages)."""
+    return _types(typestore)[TF_MESSAGE](transforms=list(transforms))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# camera info
+
+
+def camera_info_fields(k: Any, width: int, height: int) -> dict[str, Any]:
+    """The fields of a ``sensor_msgs/CameraInfo`` (no header) for a pinhole camera without distortion whose 3x3
+    intrinsics are ``k``: width, height, distortion_model, d (5,), k (9,), r (9,), p (12,), row-major float lists."""
+    km = np.asarray(k, dtype=np.float64)
+    if km.shape != (3, 3) or not np.all(np.isfinite(km)):
+        raise ValueError(f"expected a finite 3x3 camera matrix K, got {km.tolist()}")
+    p = np.zeros((3, 4))
+    p[:, :3] = km
+    return {
+        "width": int(width),
+        "height": int(height),
+        "distortion_model": "plumb_bob",
+        "d": [0.0] * 5,
+        "k": km.reshape(-1).tolist(),
+        "r": np.eye(3).reshape(-1).tolist(),
+        "p": p.reshape(-1).tolist(),
+    }
+
+
+def camera_info_msg(k: Any, width: int, height: int, stamp_ns: int = 0, frame_id: str = "", typestore=None):
+    """A rosbags ``sensor_msgs/msg/CameraInfo`` (see :func:`camera_info_fields`), binning 0 and an empty ROI."""
+    f = camera_info_fields(k, width, height)
+    types = _types(typestore)
+    return types[CAMERA_INFO](
+        header=header_msg(stamp_ns, frame_id, typestore),
+        height=f["height"],
+        width=f["width"],
+        distortion_model=f["distortion_model"],
+        d=np.asarray(f["d"], np.float64),
+        k=np.asarray(f["k"], np.float64),
+        r=np.asarray(f["r"], np.float64),
+        p=np.asarray(f["p"], np.float64),
+        binning_x=0,
+        binning_y=0,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -2,10 +2,19 @@
 
 Topics (defaults)::
 
-    /camera/image_raw        sensor_msgs/msg/Image            rgb8 frames, frame_id "camera"
+    /tf_static               tf2_msgs/msg/TFMessage           once, first: the camera's pose panda_link0 ->
+                                                              camera_optical_frame (from meta.json's camera)
+    /camera/image_raw        sensor_msgs/msg/Image            rgb8 frames, frame_id "camera_optical_frame"
+    /camera/camera_info      sensor_msgs/msg/CameraInfo       K of meta.json's camera, stamped like each frame
     /ee_pos                  geometry_msgs/msg/PointStamped   end-effector position, frame_id "panda_link0"
     /objects/<k>/position    geometry_msgs/msg/PointStamped   position of object k (one topic per object)
     /episode                 std_msgs/msg/String              JSON {"index": i, "seed": s} at each episode start
+
+The frame names default to the simulator node's (``camera_frame`` and ``base_frame`` of
+:data:`imagine_ros.node_params.SIM_PARAMS`), so a bag and a live ``imagine_sim`` look the same to RViz and tf2.
+``/tf_static`` and ``camera_info`` need the camera of the dataset's ``meta.json`` (``camera.T_cam_world`` and
+``camera.K``, written by ``collect``); a dataset without it gets neither. ``camera_info`` sits beside the image topic
+(``<image topic's namespace>/camera_info``, the image_transport convention).
 
 With ``checkpoint`` (``--checkpoint``), the bag also holds what the prediction node would publish for each frame (or
 every ``predict_every``-th frame), stamped like the frame it was predicted from::
@@ -27,7 +36,9 @@ equals the header stamp.
 
 Bags for a distro (:data:`BAG_VERSIONS`): Humble and Iron get rosbag2 metadata version 8, whose topics carry
 ``offered_qos_profiles`` as one YAML string (what their rosbag2 parses); Jazzy and later get version 9, where it is a
-YAML sequence. Every topic is offered as a default reliable publisher (:func:`offered_qos`).
+YAML sequence. Every topic is offered as a default reliable publisher (:func:`offered_qos`), except ``/tf_static``,
+offered like tf2's static broadcaster (:func:`static_qos`: reliable, keep last 1, transient local), so that
+``ros2 bag play`` republishes it latched and late subscribers still get the camera pose.
 
 The bag is written into a hidden sibling folder and renamed into place when complete; an existing output path is
 never touched.
@@ -48,6 +59,7 @@ import numpy as np
 from imagine_ros import ros_msgs
 from imagine_ros.constants import EE_POS, FRAMES, INDEX, OBJECT_POS, SEED
 from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.node_params import SIM_PARAMS, defaults
 from imagine_ros.pipeline import Frame, PipelineConfig, PredictionPipeline
 
 #: Stamp of the first exported frame: 2023-11-14T22:13:20Z (fixed so the output is deterministic).
@@ -55,6 +67,10 @@ EPOCH_NS = 1_700_000_000 * 1_000_000_000
 EPISODE_TOPIC = "/episode"
 PREDICTION_PREFIX = "/imagine_prediction"
 ETA_TOPIC = "/eta"
+TF_STATIC_TOPIC = "/tf_static"
+#: The simulator node's frame names (its parameter defaults): the camera's optical frame and the robot base.
+CAMERA_FRAME = defaults(SIM_PARAMS)["camera_frame"]
+BASE_FRAME = defaults(SIM_PARAMS)["base_frame"]
 STORAGES = ("mcap", "sqlite3")
 #: rosbag2 metadata version written per distro: what that distro's rosbag2 reads. Humble and Iron read up to version
 #: 8, where a topic's ``offered_qos_profiles`` is one YAML string; Jazzy and later write and read version 9, where it
@@ -160,24 +176,55 @@ def bag_version(distro: str) -> int:
     return BAG_VERSIONS[name]
 
 
-def offered_qos():
+def offered_qos(depth: int = 10, transient_local: bool = False):
     """The QoS every topic of an exported bag is recorded as offered with: a default ROS 2 publisher (reliable,
     volatile, keep last 10, automatic liveliness, no deadline, lifespan or lease), what ``ros2 bag play`` then offers
-    and what default-QoS subscribers (RViz, rqt_image_view, ``ros2 topic echo``) match."""
+    and what default-QoS subscribers (RViz, rqt_image_view, ``ros2 topic echo``) match. ``depth`` and
+    ``transient_local`` give :func:`static_qos`."""
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
     none = QosTime(sec=0, nsec=0)  # 0: the RMW's default (infinite)
     return Qos(
         history=QosHistory.KEEP_LAST,
-        depth=10,
+        depth=int(depth),
         reliability=QosReliability.RELIABLE,
-        durability=QosDurability.VOLATILE,
+        durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
         deadline=none,
         lifespan=none,
         liveliness=QosLiveliness.AUTOMATIC,
         liveliness_lease_duration=none,
         avoid_ros_namespace_conventions=False,
     )
+
+
+def static_qos():
+    """The QoS ``/tf_static`` is recorded as offered with: tf2's static broadcaster (reliable, keep last 1, transient
+    local), so that ``ros2 bag play`` republishes it latched (the simulator node offers the same, node_params)."""
+    return offered_qos(depth=1, transient_local=True)
+
+
+def camera_from_meta(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(K (3, 3), pose of the camera's optical frame in the base frame (4, 4)) from a dataset's ``meta.json``
+    (``camera.K`` and ``camera.T_cam_world``, OpenCV axes), or None when it records no camera. DatasetError for a
+    camera entry that is not a pinhole K and a rigid transform."""
+    camera = meta.get("camera")
+    if not isinstance(camera, dict) or "K" not in camera or "T_cam_world" not in camera:
+        return None
+    try:
+        k = np.asarray(camera["K"], dtype=np.float64)
+        t_cam_world = np.asarray(camera["T_cam_world"], dtype=np.float64)
+        pose = np.linalg.inv(t_cam_world)
+        ros_msgs.transform_fields(pose)  # rigid, with a proper rotation
+        ros_msgs.camera_info_fields(k, 1, 1)  # a finite 3x3 K
+    except (TypeError, ValueError, np.linalg.LinAlgError) as e:
+        raise DatasetError(f"meta.json's camera cannot be exported (K and T_cam_world): {e}") from None
+    return k, pose
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """``/camera/image_raw`` -> ``/camera/camera_info`` (the image topic's namespace, image_transport's convention)."""
+    namespace = image_topic.rstrip("/").rsplit("/", 1)[0]
+    return f"{namespace}/camera_info"
 
 
 def export_bag(
@@ -190,8 +237,8 @@ def export_bag(
     frame_period_s: float | None = None,
     image_topic: str = "/camera/image_raw",
     ee_topic: str = "/ee_pos",
-    frame_id_camera: str = "camera",
-    frame_id_base: str = "panda_link0",
+    frame_id_camera: str = CAMERA_FRAME,
+    frame_id_base: str = BASE_FRAME,
     progress: bool = True,
     frame_id_objects: str | None = None,
     start_ns: int = EPOCH_NS,
@@ -204,9 +251,11 @@ def export_bag(
 ) -> dict[str, Any]:
     """Write the selected episodes of the dataset in ``data_dir`` as a rosbag2 folder at ``out_path``, with the
     metadata version and QoS format that ``distro``'s rosbag2 reads (:func:`bag_version`) and every topic offered as
-    :func:`offered_qos`.
+    :func:`offered_qos` (``/tf_static`` as :func:`static_qos`).
 
     ``episodes``: dataset indices (default: all of ``split``); ``frame_id_objects`` defaults to ``frame_id_base``.
+    When ``meta.json`` records the camera (:func:`camera_from_meta`), ``/tf_static`` (``frame_id_base`` ->
+    ``frame_id_camera``, once, first) and the image's ``camera_info`` are written too.
     ``checkpoint``: also write predictions (module docstring) with ``num_samples`` futures per frame, noise ``seed``,
     on ``device``, for every ``predict_every``-th frame, images brought to the model's size by ``resize``.
     Returns a summary: output path, storage, distro, exported indices, frame and message counts per topic, first and
@@ -229,6 +278,7 @@ def export_bag(
     typestore = ros_msgs.get_typestore(distro)  # an unknown distro is refused here, naming the known ones
     version = bag_version(distro)
     qos = [offered_qos()]
+    latched = [static_qos()]
     frame_id_objects = frame_id_base if frame_id_objects is None else frame_id_objects
 
     store = EpisodeStore(data_dir)
@@ -245,6 +295,10 @@ def export_bag(
         if FRAMES not in keys:
             raise DatasetError(f"{data_dir} holds no {FRAMES!r}; nothing to export")
         total_frames = store.frames_per_episode * len(chosen)
+        camera = camera_from_meta(store.meta)
+        config = (store.meta.get("camera") or {}).get("config") or {}
+        camera_size = (config["height"], config["width"]) if {"height", "width"} <= set(config) else None
+        info_topic = camera_info_topic(image_topic)
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = out.parent / f".{out.name}.{os.getpid()}.tmp"
@@ -279,8 +333,9 @@ def export_bag(
                 def conn(topic: str, msgtype: str):
                     c = conns.get(topic)
                     if c is None:
+                        offered = latched if topic == TF_STATIC_TOPIC else qos
                         c = conns[topic] = writer.add_connection(
-                            topic, msgtype, typestore=typestore, offered_qos_profiles=qos
+                            topic, msgtype, typestore=typestore, offered_qos_profiles=offered
                         )
                         counts[topic] = 0
                     return c
@@ -289,9 +344,16 @@ def export_bag(
                     writer.write(conn(topic, msg.__msgtype__), stamp, typestore.serialize_cdr(msg, msg.__msgtype__))
                     counts[topic] += 1
 
-                # Fixed topic order (episode, image, ee, objects) so connection ids do not depend on the data.
+                # Fixed topic order (tf_static, episode, image, camera_info, ee, objects) so connection ids do not
+                # depend on the data.
+                stamp0 = int(start_ns)
+                if camera is not None:  # the camera's pose, once, before anything else (tf2 has it from the start)
+                    pose = ros_msgs.transform_stamped_msg(camera[1], frame_id_base, frame_id_camera, stamp0, typestore)
+                    write(TF_STATIC_TOPIC, ros_msgs.tf_message_msg([pose], typestore), stamp0)
                 conn(EPISODE_TOPIC, ros_msgs.STRING)
                 conn(image_topic, ros_msgs.IMAGE)
+                if camera is not None:
+                    conn(info_topic, ros_msgs.CAMERA_INFO)
                 if EE_POS in keys:
                     conn(ee_topic, ros_msgs.POINT_STAMPED)
                 if pipeline is not None:
@@ -301,7 +363,6 @@ def export_bag(
                         conn(f"{PREDICTION_PREFIX}/future/{name}", ros_msgs.IMAGE)
 
                 string_cls = typestore.types[ros_msgs.STRING]
-                stamp0 = int(start_ns)
                 bar = tqdm(
                     total=total_frames, desc="export-bag", unit="frame", disable=not progress, dynamic_ncols=True
                 )
@@ -313,6 +374,11 @@ def export_bag(
                         ee = ep.get(EE_POS)
                         objs = ep.get(OBJECT_POS)
                         _check_episode(index, n, ee, objs)
+                        if camera is not None and camera_size is not None and frames.shape[1:3] != camera_size:
+                            raise DatasetError(
+                                f"episode {index}: frames of {frames.shape[2]}x{frames.shape[1]} pixels, but "
+                                f"meta.json's camera K is for {camera_size[1]}x{camera_size[0]}"
+                            )
                         seed = int(ep[SEED]) if SEED in ep else None
                         ep_index = int(ep[INDEX]) if INDEX in ep else int(index)
                         info = json.dumps({"index": ep_index, "seed": seed})
@@ -324,6 +390,12 @@ def export_bag(
                             except ValueError as e:
                                 raise DatasetError(f"episode {index}, frame {t} cannot be exported: {e}") from None
                             write(image_topic, img, stamp)
+                            if camera is not None:
+                                height, width = frames[t].shape[:2]
+                                cam_info = ros_msgs.camera_info_msg(
+                                    camera[0], width, height, stamp, frame_id_camera, typestore
+                                )
+                                write(info_topic, cam_info, stamp)
                             if ee is not None:
                                 write(
                                     ee_topic, ros_msgs.point_stamped_msg(ee[t], stamp, frame_id_base, typestore), stamp
@@ -421,8 +493,10 @@ def register_cli(subparsers: Any) -> Any:
         description=(
             "Write episodes of a dataset folder as a ROS 2 bag without a ROS install, in the rosbag2 metadata version "
             "that --distro reads (humble, iron: 8; jazzy and later: 9): "
-            "sensor_msgs/Image rgb8 frames, geometry_msgs/PointStamped end-effector and object positions, and a "
-            "std_msgs/String with the episode index and seed at each episode start."
+            "sensor_msgs/Image rgb8 frames in camera_optical_frame, geometry_msgs/PointStamped end-effector and "
+            "object positions in panda_link0, a std_msgs/String with the episode index and seed at each episode "
+            "start and, from meta.json's camera, its sensor_msgs/CameraInfo and its pose on /tf_static "
+            "(transient local)."
         ),
     )
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (meta.json + shards)")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from imagine_ros.errors import ConfigError
+from imagine_ros.ros_msgs import camera_info_fields
 
 
 @dataclass(frozen=True)
@@ -175,18 +176,7 @@ class SimBridge:
         """The fields of a ``sensor_msgs/CameraInfo`` for the scene camera (no distortion): width, height,
         distortion_model, d (5,), k (9,), r (9,), p (12,), all row-major float lists."""
         cam = self.env.camera
-        k = np.asarray(cam.K, dtype=np.float64)
-        p = np.zeros((3, 4))
-        p[:, :3] = k
-        return {
-            "width": int(cam.width),
-            "height": int(cam.height),
-            "distortion_model": "plumb_bob",
-            "d": [0.0] * 5,
-            "k": k.reshape(-1).tolist(),
-            "r": np.eye(3).reshape(-1).tolist(),
-            "p": p.reshape(-1).tolist(),
-        }
+        return camera_info_fields(cam.K, cam.width, cam.height)
 
     def close(self) -> None:
         self.env.close()

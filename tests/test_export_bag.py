@@ -1,9 +1,12 @@
-"""export-bag: a real (small) HDF5 dataset written as MCAP and sqlite3 bags, read back with rosbags."""
+"""export-bag: a real (small) HDF5 dataset written as MCAP and sqlite3 bags, read back with rosbags, and the camera's
+static transform and camera_info read back with readers this project did not write (the ``mcap`` reader with
+``mcap-ros2-support``'s decoder, sqlite3, ruamel.yaml)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,8 @@ from rosbags.rosbag2 import Reader
 from imagine_ros import ros_msgs
 from imagine_ros.constants import ACTIONS, EE_POS, FRAMES, OBJECT_POS
 from imagine_ros.errors import ConfigError, DatasetError
-from imagine_ros.rosbag_export import EPOCH_NS, export_bag, parse_episodes, register_cli
+from imagine_ros.node_params import SIM_PARAMS, TOPIC_QOS, TRANSIENT_LOCAL, defaults
+from imagine_ros.rosbag_export import EPOCH_NS, export_bag, parse_episodes, register_cli, static_qos
 from imagine_ros.sim.storage import EpisodeStore, episode_seed, new_meta, write_dataset
 
 T, H, W, K = 4, 6, 5, 2
@@ -114,7 +118,7 @@ def test_export_round_trip(dataset, tmp_path, storage):
             for t in range(T):
                 img = msgs[IMAGE_TOPIC][e * T + t][1]
                 assert (img.encoding, img.height, img.width, img.step) == ("rgb8", H, W, W * 3)
-                assert img.header.frame_id == "camera"
+                assert img.header.frame_id == "camera_optical_frame" == defaults(SIM_PARAMS)["camera_frame"]
                 np.testing.assert_array_equal(ros_msgs.msg_to_image(img), ep[FRAMES][t])
                 ee = msgs[EE_TOPIC][e * T + t][1]
                 assert ee.header.frame_id == "panda_link0"
@@ -297,3 +301,152 @@ def test_bags_for_distros_whose_rosbag2_reads_only_older_metadata_are_refused(da
     with pytest.raises(ConfigError, match="cannot write a bag for ROS 2 'foxy'.*humble, iron, jazzy"):
         export_bag(dataset, tmp_path / "foxy", episodes=[0], distro="foxy", progress=False)
     assert not (tmp_path / "foxy").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the camera: /tf_static (latched) and camera_info from meta.json
+
+# a camera 0.8 m in front of the base and 0.6 m up, looking back at it and 60 degrees down; the columns of the rotation
+# are the optical axes in the base frame: x right, y down, z forward
+_PITCH = np.deg2rad(60.0)
+_FORWARD = np.array([-np.cos(_PITCH), 0.0, -np.sin(_PITCH)])
+_RIGHT = np.array([0.0, 1.0, 0.0])
+POSE = np.eye(4)
+POSE[:3, :3] = np.column_stack([_RIGHT, np.cross(_FORWARD, _RIGHT), _FORWARD])
+POSE[:3, 3] = [0.8, 0.05, 0.6]
+CAMERA_K = [[7.5, 0.0, W / 2 - 0.5], [0.0, 7.5, H / 2 - 0.5], [0.0, 0.0, 1.0]]
+
+
+@pytest.fixture(scope="module")
+def camera_dataset(tmp_path_factory) -> Path:
+    """The fake dataset of 2 episodes with the camera that ``collect`` records in meta.json (K, T_cam_world)."""
+    root = tmp_path_factory.mktemp("data") / "cam"
+    camera = {"config": {"width": W, "height": H}, "K": CAMERA_K, "T_cam_world": np.linalg.inv(POSE).tolist()}
+    meta = new_meta(
+        kind="fake", config={"T": T, "H": H, "W": W, "K": K}, num_episodes=2, episodes_per_shard=2, seed=7,
+        frames_per_episode=T, image_size=(H, W), val_fraction=0.0, test_fraction=0.0, extra={"camera": camera},
+    )  # fmt: skip
+    write_dataset(root, meta, fake_episode, workers=1, progress=False)
+    return root
+
+
+def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Written out here (not the exporter's helper): the rotation matrix of a unit quaternion."""
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def check_camera_pose(tf_message) -> None:
+    (tf,) = tf_message.transforms
+    assert (tf.header.frame_id, tf.child_frame_id) == ("panda_link0", "camera_optical_frame")
+    assert (tf.header.stamp.sec, tf.header.stamp.nanosec) == (EPOCH_NS // 10**9, 0)
+    t, q = tf.transform.translation, tf.transform.rotation
+    np.testing.assert_allclose([t.x, t.y, t.z], POSE[:3, 3], atol=1e-12)
+    np.testing.assert_allclose(rotation_from_quaternion(q.x, q.y, q.z, q.w), POSE[:3, :3], atol=1e-9)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("distro, version", [("humble", 8), ("jazzy", 9)])
+def test_camera_pose_goes_to_tf_static_once_latched_and_camera_info_with_each_frame(
+    camera_dataset, tmp_path, storage, distro, version
+):
+    from rosbags.interfaces import QosDurability, QosReliability
+    from ruamel.yaml import YAML
+
+    out = tmp_path / "bag"
+    summary = export_bag(camera_dataset, out, storage=storage, distro=distro, progress=False)
+    n = 2 * T
+    assert summary["topics"]["/tf_static"] == 1 and summary["topics"]["/camera/camera_info"] == n
+
+    # rosbags: the first message of the bag is the pose, offered reliable / keep last 1 / transient local
+    ts = ros_msgs.get_typestore(distro)
+    with Reader(out) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+        first = next(iter(reader.messages()))
+        infos = [(s, ts.deserialize_cdr(raw, c.msgtype)) for c, s, raw in reader.messages() if c.topic.endswith("info")]
+        images = [s for c, s, _ in reader.messages() if c.topic == IMAGE_TOPIC]
+    (latched,) = qos["/tf_static"]
+    assert latched.durability == QosDurability.TRANSIENT_LOCAL and latched.reliability == QosReliability.RELIABLE
+    assert latched.depth == 1 and latched == static_qos()
+    assert all(p.durability == QosDurability.VOLATILE for t, ps in qos.items() if t != "/tf_static" for p in ps)
+    assert first[0].topic == "/tf_static" and first[1] == EPOCH_NS
+    check_camera_pose(ts.deserialize_cdr(first[2], first[0].msgtype))
+    assert [s for s, _ in infos] == images  # one camera_info per frame, stamped like it
+    for stamp, info in infos:
+        assert ros_msgs.ns_from_stamp(info.header.stamp) == stamp and info.header.frame_id == "camera_optical_frame"
+        assert (info.width, info.height, info.distortion_model) == (W, H, "plumb_bob")
+        np.testing.assert_array_equal(np.reshape(info.k, (3, 3)), CAMERA_K)
+        np.testing.assert_array_equal(np.reshape(info.p, (3, 4))[:, :3], CAMERA_K)
+
+    # metadata.yaml as the distro's rosbag2 reads it: v8 a YAML string with rmw's enum values, v9 a sequence
+    meta = YAML(typ="safe").load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    topic = next(
+        t["topic_metadata"] for t in meta["topics_with_message_count"] if t["topic_metadata"]["name"] == "/tf_static"
+    )
+    offered = topic["offered_qos_profiles"]
+    if version == 8:
+        (profile,) = YAML(typ="safe").load(offered)
+        assert (profile["reliability"], profile["durability"], profile["history"], profile["depth"]) == (1, 1, 1, 1)
+    else:
+        (profile,) = offered
+        assert (profile["reliability"], profile["durability"], profile["history"], profile["depth"]) == (
+            "reliable", "transient_local", "keep_last", 1
+        )  # fmt: skip
+    # the same as the simulator node offers on /tf_static (node_params' QoS table)
+    assert TOPIC_QOS["imagine_sim"]["/tf_static"] == ("reliable", 1) and "/tf_static" in TRANSIENT_LOCAL
+
+    # the storage file itself, read without rosbags
+    (data_file,) = [f for f in out.iterdir() if f.name != "metadata.yaml"]
+    if storage == "mcap":
+        from mcap.reader import make_reader
+        from mcap_ros2.decoder import DecoderFactory
+
+        with data_file.open("rb") as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            decoded = list(reader.iter_decoded_messages(topics=["/tf_static"]))
+            channel_qos = decoded[0][1].metadata["offered_qos_profiles"]
+        assert len(decoded) == 1 and decoded[0][2].log_time == EPOCH_NS
+        check_camera_pose(decoded[0][3])
+    else:
+        with sqlite3.connect(data_file) as db:
+            (channel_qos,) = db.execute("SELECT offered_qos_profiles FROM topics WHERE name = '/tf_static'").fetchone()
+            assert db.execute(
+                "SELECT COUNT(*), MIN(m.timestamp) FROM messages m JOIN topics t ON m.topic_id = t.id "
+                "WHERE t.name = '/tf_static'"
+            ).fetchone() == (1, EPOCH_NS)
+    (stored,) = YAML(typ="safe").load(channel_qos)
+    assert stored["durability"] == (1 if version == 8 else "transient_local") and stored["depth"] == 1
+
+
+def test_a_dataset_without_a_camera_gets_no_tf_and_a_wrong_camera_is_refused(dataset, camera_dataset, tmp_path):
+    summary = export_bag(dataset, tmp_path / "plain", episodes=[0], progress=False)
+    assert "/tf_static" not in summary["topics"] and "/camera/camera_info" not in summary["topics"]
+    other = tmp_path / "other"
+    summary = export_bag(
+        camera_dataset, other, episodes=[0], image_topic="/cam/rgb/image", frame_id_camera="cam_optical_frame",
+        frame_id_base="base_link", progress=False,
+    )  # fmt: skip
+    assert summary["topics"]["/cam/rgb/camera_info"] == T
+    _, msgs, _ = read_bag(other)
+    tf = msgs["/tf_static"][0][1].transforms[0]
+    assert (tf.header.frame_id, tf.child_frame_id) == ("base_link", "cam_optical_frame")
+
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(camera_dataset, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    meta["camera"]["config"] = {"width": W + 1, "height": H}
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=f"frames of {W}x{H} pixels, but meta.json's camera K is for {W + 1}x{H}"):
+        export_bag(broken, tmp_path / "x", progress=False)
+    meta["camera"]["T_cam_world"] = np.diag([2.0, 1.0, 1.0, 1.0]).tolist()  # not a rigid transform
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="meta.json's camera cannot be exported"):
+        export_bag(broken, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()

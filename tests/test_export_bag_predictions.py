@@ -1,5 +1,6 @@
 """export-bag --checkpoint: a short simulated session with its predictions (camera, eta, future grids) as MCAP,
-read back with rosbags and compared with the same predictions made directly."""
+read back with rosbags and compared with the same predictions made directly; the camera's /tf_static pose and
+camera_info, read with the ``mcap`` reader and ``mcap-ros2-support``'s decoder, project like the simulator's camera."""
 
 from __future__ import annotations
 
@@ -73,13 +74,65 @@ def test_session_with_predictions_round_trips_through_mcap(session, tmp_path):
         grids = pl.future_grids(direct)
         for name, encoding, want in (("frames", "rgb8", grids.frames), ("flows", "32FC2", grids.flows)):
             s, msg = msgs[f"{PRED}/{name}"][t]
-            assert s == stamp and ros_msgs.header_stamp_ns(msg) == stamp and msg.header.frame_id == "camera"
+            assert s == stamp and ros_msgs.header_stamp_ns(msg) == stamp
+            assert msg.header.frame_id == "camera_optical_frame"
             assert msg.encoding == encoding
             assert (msg.height, msg.width) == (SAMPLES * 16, horizon * 16)
             np.testing.assert_array_equal(ros_msgs.msg_to_image(msg), want)
         vis = msgs[f"{PRED}/flow_vis"][t][1]
         assert vis.encoding == "rgb8" and (vis.height, vis.width) == (SAMPLES * 16, horizon * 16)
     assert msgs["/camera/image_raw"][0][0] == EPOCH_NS
+
+
+def test_tf_static_and_camera_info_project_like_the_simulator_camera(session, tmp_path):
+    """Base-frame points (the hand's positions) taken into the camera's optical frame through the bag's /tf_static
+    pose and projected with its camera_info K land where the simulator's own camera (pybullet's matrices) draws them.
+    Read with the mcap reader and mcap-ros2-support's CDR decoder, not with what wrote the bag."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from imagine_ros.sim.camera import Camera, CameraConfig
+
+    data, _ = session
+    export_bag(data, tmp_path / "bag", distro="jazzy", progress=False)
+    (path,) = (tmp_path / "bag").glob("*.mcap")
+    with path.open("rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        channels = {c.topic: c for c in reader.get_summary().channels.values()}
+        got: dict[str, list] = {}
+        for _, channel, message, msg in reader.iter_decoded_messages():
+            got.setdefault(channel.topic, []).append((message.log_time, msg))
+    assert "durability: transient_local" in channels["/tf_static"].metadata["offered_qos_profiles"]
+    assert "durability: volatile" in channels["/camera/image_raw"].metadata["offered_qos_profiles"]
+    ((stamp, tf_message),) = got["/tf_static"]
+    (tf,) = tf_message.transforms
+    assert stamp == EPOCH_NS and (tf.header.frame_id, tf.child_frame_id) == ("panda_link0", "camera_optical_frame")
+    t, q = tf.transform.translation, tf.transform.rotation
+    x, y, z, w = q.x, q.y, q.z, q.w
+    rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    infos = got["/camera/camera_info"]
+    assert [s for s, _ in infos] == [s for s, _ in got["/camera/image_raw"]]
+    info = infos[0][1]
+    assert info.header.frame_id == "camera_optical_frame" and (info.width, info.height) == (32, 32)
+    k = np.reshape(info.k, (3, 3))
+
+    store = EpisodeStore(data)
+    try:
+        points = np.asarray(store.episode(0)[EE_POS], np.float64)
+        config = dict(store.meta["camera"]["config"])
+        camera = Camera(CameraConfig(**{**config, "target": tuple(config["target"])}))
+    finally:
+        store.close()
+    in_camera = (points - [t.x, t.y, t.z]) @ rotation  # base -> optical frame: R^T (p - t)
+    assert np.all(in_camera[:, 2] > 0), "the hand is in front of the camera"
+    uv = (in_camera / in_camera[:, 2:]) @ k.T
+    np.testing.assert_allclose(uv[:, :2], camera.project(points), atol=1e-6)
 
 
 def test_cli_predict_every_and_bad_options(session, tmp_path, capsys):
