@@ -205,8 +205,8 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
     Param("remote.service", "string", "", "remote backend: service name = the model's method name; required"),
     Param("remote.timeout", "double", 10.0, "remote backend: seconds to wait for a reply before a retry",
           low=0.01, high=3600.0),
-    Param("remote.retries", "integer", 3, "remote backend: retries after the first attempt, then a failure",
-          low=1, high=100),
+    Param("remote.retries", "integer", 3, "remote backend: retries after the first attempt, then a failure (0 = "
+          "no retry)", low=0, high=100),
     Param("remote.server_public_key", "string", "",
           "remote backend: CURVE public key file of the broker (enables encryption; '' = plain TCP)"),
     Param("remote.client_secret_key", "string", "",
@@ -242,11 +242,11 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
           "planner: upper corner of the eta search box (metres, eta_frame)", length=3,
           low=-10.0, high=10.0),
     Param("planner.designated", "double_array", [-1.0, -1.0],
-          "planner: pixel (x right, y down) of the object to push in the camera image; -1 = not set (wait "
-          "for ~/planner/designated)", length=2, low=-1.0, high=100000.0),
+          "planner: pixel (x right, y down) of the object to push in the camera image; a negative coordinate "
+          "(default -1) = not set (wait for ~/planner/designated)", length=2, low=-1.0, high=100000.0),
     Param("planner.goal", "double_array", [-1.0, -1.0],
-          "planner: goal pixel (x, y) of the object in the camera image; -1 = not set (wait for "
-          "~/planner/goal)", length=2, low=-1.0, high=100000.0),
+          "planner: goal pixel (x, y) of the object in the camera image; a negative coordinate (default -1) = "
+          "not set (wait for ~/planner/goal)", length=2, low=-1.0, high=100000.0),
     Param("planner.track", "bool", True,
           "planner: move the designated pixel to where the plan expects the object after each step (MPC)"),
 )  # fmt: skip

@@ -157,3 +157,113 @@ def test_nodes_are_built_to_see_every_given_parameter(module):
     assert "NODE_OPTIONS" in ast.unparse(inits[0]) and "**{**kwargs, **NODE_OPTIONS}" in ast.unparse(inits[0])
     params_src = (ROOT / "imagine_ros" / "ros" / "params.py").read_text()
     assert 'NODE_OPTIONS = {"automatically_declare_parameters_from_overrides": True}' in params_src
+
+
+def test_remote_retries_range_matches_the_client():
+    """``remote.retries`` counts retries after the first attempt: 0 (no retry) is what the client accepts at least."""
+    from imagine_ros.serving.client import MDPClient
+
+    spec = next(p for p in PREDICTION_PARAMS if p.name == "remote.retries")
+    values, _ = read_given(PREDICTION_PARAMS, {"remote.retries": 0})
+    assert values["remote.retries"] == 0 and spec.low == 0
+    with pytest.raises(ConfigError, match=re.escape("'remote.retries': expected a value in [0, 100], got -1")):
+        read_given(PREDICTION_PARAMS, {"remote.retries": -1})
+    MDPClient("tcp://127.0.0.1:1", retries=spec.low).close()
+    with pytest.raises(ValueError, match="retries >= 0"):
+        MDPClient("tcp://127.0.0.1:1", retries=spec.low - 1)
+
+
+@pytest.mark.parametrize(
+    ("pixel", "is_set"), [([-1.0, -1.0], False), ([-0.5, 20.0], False), ([30.0, -1.0], False), ([0.0, 0.0], True)]
+)
+def test_planner_pixels_any_negative_coordinate_is_not_set(pixel, is_set):
+    """Docs, config/prediction.yaml and the code agree: a negative coordinate (the default -1) means "not set"."""
+    from imagine_ros import pipeline as pl
+
+    values, _ = read_given(
+        PREDICTION_PARAMS, {"planner.enabled": True, "planner.designated": pixel, "planner.goal": [40.0, 8.0]}
+    )
+    hook = pl.planner_from_params(values)
+    assert (hook.designated is not None) == is_set and hook.ready == is_set
+    yaml_text = (ROOT / "config" / "prediction.yaml").read_text()
+    docs = (ROOT / "docs" / "ros2.md").read_text()
+    for name in ("planner.designated", "planner.goal"):
+        spec = next(p for p in PREDICTION_PARAMS if p.name == name)
+        assert "negative coordinate (default -1) = not set" in spec.description and spec.low == -1.0
+        assert spec.description in docs  # the docs row is the table's description
+        line = next(ln for ln in yaml_text.splitlines() if ln.strip().startswith(name.split(".")[1] + ":"))
+        assert "any negative = not set" in line, line
+
+
+def test_unknown_parameters_are_undeclared_after_the_warning(monkeypatch):
+    """declare_and_read, run on a stand-in node with stand-ins for the rclpy modules it imports: a typo that
+    automatic declaration declared is warned about (with a hint) and undeclared; ROS's own parameters stay."""
+    import importlib
+    import sys
+    import types
+
+    def module(name: str, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, m)
+        return m
+
+    record = lambda **kw: types.SimpleNamespace(**kw)  # noqa: E731
+    enum = types.SimpleNamespace(RELIABLE=1, BEST_EFFORT=2, TRANSIENT_LOCAL=1, VOLATILE=2, KEEP_LAST=1)
+    module("rclpy", init=None, ok=None, spin_once=None, try_shutdown=None)
+    module("rclpy.logging", get_logger=None)
+    module("rclpy.node", Node=object)
+    module("rclpy.qos", DurabilityPolicy=enum, HistoryPolicy=enum, QoSProfile=record, ReliabilityPolicy=enum)
+    module("rcl_interfaces")
+    module("rcl_interfaces.msg", FloatingPointRange=record, IntegerRange=record, ParameterDescriptor=record)
+    monkeypatch.delitem(sys.modules, "imagine_ros.ros.params", raising=False)
+
+    class FakeNode:
+        def __init__(self, overrides: dict):
+            self.params = dict(overrides)  # automatically declared from the overrides
+            self.descriptors: dict = {}
+            self.warnings: list[str] = []
+
+        def get_parameters_by_prefix(self, prefix):
+            return {k: types.SimpleNamespace(value=v) for k, v in self.params.items() if k.startswith(prefix)}
+
+        def has_parameter(self, name):
+            return name in self.params
+
+        def undeclare_parameter(self, name):
+            del self.params[name]
+
+        def declare_parameter(self, name, value, descriptor, ignore_override=False):
+            assert name not in self.params, f"{name} declared twice"
+            self.params[name], self.descriptors[name] = value, descriptor
+
+        def get_logger(self):
+            return types.SimpleNamespace(warning=self.warnings.append)
+
+    try:
+        params = importlib.import_module("imagine_ros.ros.params")
+        node = FakeNode({"checkpoint": "m.json", "rtae": 3.0, "use_sim_time": False})
+        values = params.declare_and_read(node, PREDICTION_PARAMS)
+        assert values["checkpoint"] == "m.json" and values["rate"] == 2.0
+        assert node.warnings == ["unknown parameter(s) ignored: rtae (did you mean rate?)"]
+        assert "rtae" not in node.params and node.params["use_sim_time"] is False
+        assert set(node.params) == {p.name for p in PREDICTION_PARAMS} | {"use_sim_time"}
+        assert params.unknown_parameters(node, PREDICTION_PARAMS) == []
+        assert node.descriptors["rate"].read_only
+    finally:
+        sys.modules.pop("imagine_ros.ros.params", None)
+
+
+def test_docs_name_the_frame_conventions_that_changed():
+    """docs/ros2.md "Changes that need your attention" states the suffixes the parameter table enforces."""
+    from imagine_ros.node_params import SIM_PARAMS
+
+    text = (ROOT / "docs" / "ros2.md").read_text()
+    note = text.split("### Changes that need your attention", 1)[1].split("\n### ", 1)[0]
+    camera = next(p for p in SIM_PARAMS if p.name == "camera_frame")
+    pixels = next(p for p in SIM_PARAMS if p.name == "pixel_frame")
+    assert f"`camera_frame` must end in `{camera.suffix}`" in note and f"`{camera.default}`" in note
+    assert "`*_pixels` frame" in note and pixels.suffix == "_pixels" and f"`{pixels.default}`" in note
+    with pytest.raises(ConfigError, match="camera_frame"):
+        check_value(camera, "camera")
+    assert "simulator publishes no `/clock`" in text and "with `use_sim_time` the simulated clock" not in text

@@ -75,7 +75,9 @@ def test_ci_workflow_builds_both_distros_and_runs_the_container():
     assert "docker build -f docker/ros2.Dockerfile --build-arg ROS_DISTRO=${{ matrix.distro }}" in runs
     assert "docker run --rm imagine_ros:${{ matrix.distro }}" in runs
     assert any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
-    assert {"push", "pull_request"} <= set(wf["on"])
+    assert {"push", "pull_request"} <= set(wf["on"]) and wf["on"]["push"]["branches"] == ["main"]
+    # the docs say when it runs: pushes to main and pull requests, not every push
+    assert "on pushes to `main` and on pull requests" in (ROOT / "docs" / "ros2.md").read_text()
 
 
 def test_docs_describe_the_container_and_ci():

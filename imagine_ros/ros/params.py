@@ -63,7 +63,8 @@ def topic_qos(node_name: str, topic: str) -> QoSProfile:
 def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
     """Check the values ``node`` was given against ``specs`` (raises ConfigError), declare every parameter with its
     checked value and :func:`descriptor`, and return the values. Parameters the node was given but does not know are
-    reported with a warning (a typo would otherwise go unseen). The node must be built with :data:`NODE_OPTIONS`."""
+    reported with a warning (a typo would otherwise go unseen) and undeclared again (automatic declaration from the
+    overrides declared them). The node must be built with :data:`NODE_OPTIONS`."""
     given = given_parameters(node)
     values, unknown = read_given(specs, given)  # ConfigError before anything is declared
     for p in specs:
@@ -77,6 +78,9 @@ def declare_and_read(node: Node, specs: tuple[Param, ...]) -> dict[str, Any]:
             close = difflib.get_close_matches(name, names, n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
         node.get_logger().warning(f"unknown parameter(s) ignored: {', '.join(hints)}")
+        for name in unknown:  # declared from the overrides: undeclared, so `ros2 param list` shows no typo
+            if node.has_parameter(name):
+                node.undeclare_parameter(name)
     return values
 
 

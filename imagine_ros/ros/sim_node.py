@@ -4,7 +4,7 @@ Publishes the camera image (``~/camera/image_raw``, rgb8, reliable) with its ``~
 optical frame, whose pose relative to ``base_frame`` goes out once on ``/tf_static``, the end-effector position
 (``~/ee_position``) and, in task mode, the pixels of the designated object and its goal (frame ``pixel_frame``, a
 frame without transform: pixels, not metres); all messages of a frame carry the stamp taken when its image was
-rendered (the node's ROS clock, so ``use_sim_time`` works); moves
+rendered (the node's ROS clock: wall time, as this node publishes no ``/clock``); moves
 the hand towards the last ``~/target`` (PointStamped in ``base_frame``) by at most ``max_step`` per frame. One timer
 tick = one simulator step of ``frame_dt`` simulated seconds, every ``frame_dt / real_time_factor`` wall seconds.
 The logic is :class:`imagine_ros.sim_bridge.SimBridge`; parameters: :data:`imagine_ros.node_params.SIM_PARAMS`.
