@@ -684,9 +684,10 @@ def _add_broker(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-request-bytes",
         type=int,
-        default=128 << 20,
+        default=64 << 20,
         metavar="BYTES",
-        help="largest request body (all its frames); larger ones get a 'too_large' error (default 128 MiB)",
+        help="largest request body (all its frames); larger ones get a 'too_large' error; keep it at most the "
+        "workers' --max-message-size (default 64 MiB, the workers' default)",
     )
     p.add_argument(
         "--max-queued-bytes",
@@ -784,14 +785,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=64 << 20,
         metavar="BYTES",
-        help="largest inbound request frame (default 64 MiB; -1 no limit)",
+        help="largest inbound request frame; at least --max-request-bytes (default 64 MiB; -1 no limit)",
     )
     p.add_argument(
         "--max-request-bytes",
         type=int,
-        default=128 << 20,
+        default=64 << 20,
         metavar="BYTES",
-        help="largest request body (all its frames); larger ones get a 'too_large' error (default 128 MiB)",
+        help="largest request body (all its frames); larger ones get a 'too_large' error (default 64 MiB)",
     )
     p.add_argument("--curve-secret", metavar="FILE", help="enable CURVE: this worker's NAME.key_secret")
     p.add_argument("--curve-server-key", metavar="FILE", help="with --curve-secret: the broker's public NAME.key")

@@ -593,6 +593,101 @@ def test_worker_refuses_too_many_frames_or_bytes_before_decoding(copy_predictor)
     ctx.destroy(0)
 
 
+def test_default_limits_let_the_broker_refuse_what_a_worker_cannot_receive():
+    """With the defaults, a request the broker accepts reaches a worker intact (its frames are within the worker's
+    ZeroMQ frame limit), and one byte more is refused by the broker (``too_large``) before any worker sees it."""
+    import json
+
+    from imagine_ros import cli
+    from imagine_ros.serving import broker as broker_mod
+    from imagine_ros.serving import worker as worker_mod
+
+    limit = broker_mod.DEFAULT_MAX_REQUEST_BYTES
+    assert limit <= worker_mod.DEFAULT_MAX_MESSAGE_SIZE and limit <= worker_mod.DEFAULT_MAX_REQUEST_BYTES
+    parser = cli.build_parser()
+    b_args = parser.parse_args(["broker"])
+    w_args = parser.parse_args(["serve", "--checkpoint", "x.json"])
+    assert b_args.max_request_bytes == limit and b_args.max_message_size == broker_mod.DEFAULT_MAX_MESSAGE_SIZE
+    assert w_args.max_message_size == worker_mod.DEFAULT_MAX_MESSAGE_SIZE
+    assert w_args.max_request_bytes == worker_mod.DEFAULT_MAX_REQUEST_BYTES
+    with pytest.raises(ValueError, match="at least max_request_bytes"):  # a worker could not receive what it checks
+        Worker(_FakePredictor(), "tcp://127.0.0.1:1", max_message_size=1000, max_request_bytes=1001)
+
+    with running_broker() as broker, running_worker(_FakePredictor(), broker.endpoint) as worker:
+        wait_until(lambda: _workers_of(broker) == [0], 3, "registration")
+        client = MDPClient(broker.endpoint, timeout=10, retries=0)
+        header = FAKE_BODY[0]
+        err = codec.decode_reply(client.request("fake", [header, bytes(limit + 1 - len(header))]))
+        assert err.type == "error" and err.fields["code"] == "too_large" and "broker's limit" in err.fields["message"]
+        assert worker.counters["requests"] == 0
+        # exactly at the limit, in one big frame: the worker receives it and answers (its arrays do not match the
+        # header), on the same connection
+        err = codec.decode_reply(client.request("fake", [header, bytes(limit - len(header))]))
+        assert err.type == "error" and err.fields["code"] == "bad_request", err.fields
+        assert worker.counters["requests"] == 1 and worker.counters["reconnects"] == 0
+        assert worker.connection["state"] == "connected"
+        stats = json.loads(client.request("mmi.stats", [])[0].bytes)
+        assert stats["too_large"] == 1 and stats["workers_expired"] == 0 and stats["handshake_failures"] == 0
+        client.close()
+
+
+def test_a_worker_recovers_from_a_dropped_connection_and_backs_off_from_a_refused_key(tmp_path):
+    """A frame above the worker's limit (a broker that accepts more than its workers can receive) makes ZeroMQ close
+    the worker's connection for good: the worker notices (socket monitor), logs it, reconnects at once and serves
+    again. A worker whose CURVE key the broker refuses backs off (doubling waits), says so in ``connection`` and
+    the broker's ``mmi.stats`` lists the refused key. Neither ever blocks."""
+    import json
+
+    from imagine_ros.cli import main
+    from imagine_ros.serving.worker import RECONNECT_MIN_S
+
+    for name in ["broker", "gpu", "robot", "intruder"]:
+        assert main(["keygen", "--dir", str(tmp_path / "keys"), "--name", name]) == 0
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ["gpu", "robot"]:
+        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    server = CurveServerKeys.from_files(keys / "broker.key_secret", allowed)
+    gpu, robot, intruder = (
+        CurveClientKeys.from_files(keys / f"{n}.key_secret", keys / "broker.key") for n in ["gpu", "robot", "intruder"]
+    )
+    small = 1 << 16
+    with (
+        running_broker(curve=server, max_request_bytes=1 << 20) as broker,
+        running_worker(
+            _FakePredictor(), broker.endpoint, curve=gpu, max_message_size=small, max_request_bytes=small
+        ) as worker,
+    ):
+        wait_until(lambda: _workers_of(broker) == [0], 3, "registration")
+        client = MDPClient(broker.endpoint, timeout=10, retries=0, curve=robot)
+        t0 = time.monotonic()
+        reply = codec.decode_reply(client.request("fake", [FAKE_BODY[0], bytes(small + 1)]))
+        # the worker lost the request twice (the broker gave it again to the worker's new connection): an error
+        assert reply.type == "error" and reply.fields["code"] == "internal", reply.fields
+        wait_until(lambda: worker.connection["state"] == "connected", 3, "the worker to register again")
+        recovered = time.monotonic() - t0
+        assert worker.counters["connections_lost"] >= 1 and "max_message_size" in worker.connection["problem"]
+        assert codec.decode_reply(client.request("fake", FAKE_BODY)).type == "prediction"
+        assert worker.alive
+
+        with running_worker(_FakePredictor(), broker.endpoint, curve=intruder) as refused:
+            wait_until(lambda: refused.counters["handshake_failures"] >= 3, 5, "three refused handshakes")
+            assert refused.alive and refused.connection["state"] in ("waiting", "connecting")
+            assert "refused this worker's key" in refused.connection["problem"]
+            # back-off: 0.1 + 0.2 (+ 0.4 ...) s between attempts, not a storm
+            t1, n1 = time.monotonic(), refused.counters["handshake_failures"]
+            wait_until(lambda: refused.counters["handshake_failures"] > n1, 5, "the next attempt")
+            assert time.monotonic() - t1 >= 0.5 * RECONNECT_MIN_S * 2 ** (n1 - 1)
+            stats = json.loads(client.request("mmi.stats", [])[0].bytes)
+            assert stats["handshake_failures"] >= 3 and intruder.public.decode() in stats["refused_keys"], stats
+            assert "key refused" in stats["recent_handshake_failures"][-1]["reason"]
+            assert stats["services"]["fake"]["workers"] == [0]  # only the good worker is registered
+            assert refused.counters["requests"] == 0
+        assert codec.decode_reply(client.request("fake", FAKE_BODY)).type == "prediction"
+        print(f"\nRELIABILITY dropped connection: worker registered again {recovered:.2f} s after the request")
+        client.close()
+
+
 def test_batches_stay_within_the_pixel_budget():
     fake = _FakePredictor(delay=0.1)
     per_request = 1 * 2 * fake.horizon * 8 * 8  # one image, 2 samples

@@ -146,3 +146,79 @@ def test_broker_restart_under_load_recovers_without_restarting_clients_or_worker
     assert [p.pid for p in cluster.worker_processes if p.poll() is None] == workers_before  # no worker restarted
     stats = broker_stats(cluster)
     assert stats["services"]["copy_last"]["workers"] == [0] * len(workers_before)  # all re-registered
+
+
+def test_an_oversized_request_and_a_wrong_key_worker_leave_the_same_workers_serving(tmp_path):
+    """CURVE cluster of 2 worker processes whose frame limit (64 KiB) is below what the broker accepts (1 MiB): a
+    request with a bigger frame reaches a worker and ZeroMQ closes that worker's connection for good. Before the fix
+    the worker then blocked for ever in its next heartbeat send (alive, silent, never registered again), and the
+    broker's requeue took out the second worker too. Now each worker reconnects; a worker whose key the broker
+    refuses keeps retrying with back-off, says so in its log, and shows up in ``mmi.stats``; and the same two worker
+    processes answer the next valid request."""
+    from imagine_ros.cli import main
+    from imagine_ros.serving.client import RemoteError
+    from imagine_ros.serving.curve import CurveClientKeys
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    for name in ["broker", "gpu", "robot", "intruder"]:
+        assert main(["keygen", "--dir", str(keys), "--name", name]) == 0
+    allowed.mkdir()
+    for name in ["gpu", "robot"]:
+        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "copy", build("copy_last", "tiny"))
+    small = 1 << 16
+    with LocalCluster(
+        tmp_path / "copy.json",
+        workers=2,
+        device="cpu",
+        heartbeat_interval=HB,
+        liveness=3,
+        request_timeout=20.0,
+        threads=1,
+        startup_timeout=90,
+        log_dir=tmp_path / "logs",
+        extra_broker_args=["--curve-secret", str(keys / "broker.key_secret"), "--curve-allow", str(allowed)]
+        + ["--max-request-bytes", str(1 << 20)],
+        extra_worker_args=[
+            "--curve-secret",
+            str(keys / "gpu.key_secret"),
+            "--curve-server-key",
+            str(keys / "broker.key"),
+        ]
+        + ["--max-message-size", str(small), "--max-request-bytes", str(small)],
+        curve=CurveClientKeys.from_files(keys / "robot.key_secret", keys / "broker.key"),
+    ) as c:
+        pids = [p.pid for p in c.worker_processes]
+        with c.predictor(timeout=15, retries=0) as remote:
+            img = np.zeros((1, 16, 16, 3), np.uint8)
+            np.testing.assert_array_equal(remote.predict(img).frames[0, 0, 0], img[0])
+            t0 = time.monotonic()
+            with pytest.raises(RemoteError) as e:  # 100 images = 76800 bytes in one frame
+                remote.predict(np.zeros((100, 16, 16, 3), np.uint8))
+            assert e.value.code == "internal"  # lost by a worker twice (each time its connection was closed)
+            # both workers registered again (and only they: the broker forgot their old connections)
+            _wait(lambda: broker_stats(c)["services"]["copy_last"]["workers"] == [0, 0], 10, "both workers back")
+            back = time.monotonic() - t0
+            intruder = c.add_worker(["--curve-secret", str(keys / "intruder.key_secret")])
+            _wait(lambda: "refused this worker's key" in c.log_tail("worker2.log", 20000), 60, "the refusal logged")
+            _wait(lambda: broker_stats(c)["handshake_failures"] >= 2, 10, "two refused handshakes")
+            stats = broker_stats(c)
+            intruder_key = CurveClientKeys.from_files(keys / "intruder.key_secret", keys / "broker.key").public
+            assert intruder_key.decode() in stats["refused_keys"], stats
+            rng = np.random.default_rng(0)
+            for _ in range(4):  # valid requests, answered by the same two worker processes
+                img = rng.integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+                np.testing.assert_array_equal(remote.predict(img).frames[0, 0, 0], img[0])
+        stats = broker_stats(c)
+        assert stats["services"]["copy_last"]["workers"] == [0, 0] and stats["workers_expired"] >= 2, stats
+        assert [p.pid for p in c.worker_processes[:2]] == pids and all(p.poll() is None for p in c.worker_processes)
+        assert intruder.poll() is None  # not wedged, not crashed: still trying, with back-off
+        lost = [c.log_tail(f"worker{i}.log", 20000).count("connection to the broker closed") for i in range(2)]
+        assert sum(lost) >= 2, lost  # each loss logged
+        attempts = c.log_tail("worker2.log", 20000).count("refused this worker's key")
+        print(
+            f"\nRELIABILITY oversized frame + refused key: both workers registered again {back:.2f} s after the "
+            f"oversized request; connection losses logged per worker {lost}; refused worker attempts {attempts}, "
+            f"broker handshake_failures {stats['handshake_failures']}"
+        )

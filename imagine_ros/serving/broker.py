@@ -25,6 +25,11 @@
   can crash the loop: every message is handled inside ``try``; problems are logged at debug level.
 - ``mmi.service`` (RFC 8) answers "200" when a service has a worker, "404" otherwise; ``mmi.stats`` answers the
   broker's counters and its workers' loads as JSON (:meth:`Broker.stats`); other ``mmi.*`` get "501".
+- A socket monitor logs (warning) every failed handshake (a peer whose CURVE key is refused, a wrong broker key, no
+  encryption where CURVE is on, not ZMTP): ``mmi.stats`` counts them (``handshake_failures``), lists the last
+  ``RECENT_FAILURES`` with the reason and how many seconds ago (``recent_handshake_failures``) and the public keys
+  the CURVE allowlist refused last (``refused_keys``), so a worker that cannot register shows up here, not only in
+  its own log. (libzmq's monitor names the broker's endpoint, not the peer's address.)
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import zmq
 
 from imagine_ros.serving import codec
 from imagine_ros.serving import protocol as mdp
-from imagine_ros.serving.curve import CurveServerKeys
+from imagine_ros.serving.curve import CurveServerKeys, refused_keys
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,14 @@ DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request may wait for a worker
 DEFAULT_WORKER_CREDIT = 16  # requests a worker may hold at once (2 x the default max_batch of a worker)
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 30  # bytes per inbound frame (replies of large batches pass through the broker too)
 DEFAULT_MAX_QUEUED = 10_000  # requests waiting for a worker, all services together
-DEFAULT_MAX_REQUEST_BYTES = 128 << 20  # body bytes of one request
+# body bytes of one request: not above the worker's default max_message_size (a bigger frame would make ZeroMQ drop the
+# worker's connection), so that what the broker accepts every default worker can receive
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_MAX_QUEUED_BYTES = 1 << 30  # body bytes of every request the broker holds (queued or handed to a worker)
 DEFAULT_WORKER_TIMEOUT = 120.0  # seconds a worker may hold a request before it is taken back
 MAX_REQUEUE = 1  # a request whose worker died or timed out is queued again this many times, then answered with an error
 MAX_BODY_FRAMES = codec.MAX_ARRAYS + 1  # a header frame and at most MAX_ARRAYS array frames
+RECENT_FAILURES = 10  # handshake failures listed in mmi.stats
 _POLL_S = 0.05  # longest wait before the loop looks at its stop flag and timers
 
 
@@ -159,6 +167,8 @@ class Broker:
         self._queued = 0
         self._held_bytes = 0
         self._tokens = itertools.count(1)
+        self._monitor: zmq.Socket | None = None
+        self._recent_failures: deque = deque(maxlen=RECENT_FAILURES)  # (time.time(), peer, reason)
         self.counters = dict.fromkeys(
             (
                 "requests",
@@ -172,6 +182,7 @@ class Broker:
                 "too_large",
                 "overloaded",
                 "workers_refused",
+                "handshake_failures",
             ),
             0,
         )
@@ -193,6 +204,9 @@ class Broker:
             self._stop_auth()
             raise
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        )
         self._socket = sock
         log.info(
             "broker listening on %s (heartbeat %.3g s x %d)", self.endpoint, self.heartbeat_interval, self.liveness
@@ -228,6 +242,13 @@ class Broker:
             self._auth = None
 
     def _close(self) -> None:
+        if self._monitor is not None:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
         if self._socket is not None:
             self._socket.close(0)
             self._socket = None
@@ -251,9 +272,15 @@ class Broker:
             return self._stats()
 
     def _stats(self) -> dict[str, Any]:
+        now = time.time()
         return {
             **self.counters,
             "held_bytes": self._held_bytes,
+            "recent_handshake_failures": [
+                {"endpoint": ep, "reason": reason, "age_s": round(now - t, 3)}
+                for t, ep, reason in self._recent_failures
+            ],
+            "refused_keys": refused_keys(self._auth) if self._auth is not None else [],
             "services": {
                 s.name.decode(): {"workers": [len(w.inflight) for w in s.workers], "queued": len(s.requests)}
                 for s in self._services.values()
@@ -265,11 +292,15 @@ class Broker:
         sock = self._socket
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         heartbeat_at = time.monotonic() + self.heartbeat_interval
         while not self._stop.is_set():
             try:
                 wait = max(0.0, min(_POLL_S, heartbeat_at - time.monotonic()))
-                if poller.poll(wait * 1000):
+                events = dict(poller.poll(wait * 1000))
+                if events.get(self._monitor):
+                    self._socket_events()
+                if events.get(sock):
                     for _ in range(1000):  # a bounded burst, then timers get their turn
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -290,6 +321,31 @@ class Broker:
                 return
             except Exception:  # never let one bad turn end the broker
                 log.debug("broker loop error", exc_info=True)
+
+    def _socket_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        for _ in range(1000):
+            try:
+                ev = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event, value = ev["event"], ev["value"]
+            ep = ev["endpoint"].decode(errors="replace") if isinstance(ev["endpoint"], bytes) else str(ev["endpoint"])
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                reason = f"key refused (ZAP status {value})"
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                reason = f"ZMTP protocol error 0x{value:x} (e.g. a wrong broker key, or no CURVE)"
+            else:
+                reason = "connection closed during the handshake"
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._auth is not None:
+                keys = refused_keys(self._auth)
+                if keys:
+                    reason += f"; last refused key {keys[-1]}"
+            log.warning("a handshake on %s failed: %s", ep, reason)
+            with self._lock:
+                self.counters["handshake_failures"] += 1
+                self._recent_failures.append((time.time(), ep, reason))
 
     def _send(self, identity: bytes, frames: list) -> None:
         try:

@@ -8,7 +8,9 @@ closes every thread's socket; call it when no call is running any more. After it
 Lazy Pirate: a request is sent, and the reply awaited for ``timeout`` seconds; on a timeout the socket is closed
 (LINGER 0) and replaced, and the request sent again, ``retries`` times; then :class:`ServiceUnavailable` is raised.
 A fresh socket has a fresh identity, so a late reply to an abandoned attempt can never be mistaken for the answer
-to a later one. Workers are idempotent, so resending is safe. For the same reason a call that ends by an exception
+to a later one. Sends never block: a send that ZeroMQ cannot queue (it closed the connection for a protocol error,
+e.g. a reply frame above ``max_message_size``) counts as a failed attempt. Workers are idempotent, so resending is
+safe. For the same reason a call that ends by an exception
 (KeyboardInterrupt during the wait included) closes its thread's socket: the next call gets a fresh one.
 """
 
@@ -135,7 +137,14 @@ class MDPClient:
             sock = self._socket()
             with self._lock:
                 self.attempts += 1
-            sock.send_multipart(message, copy=False)
+            try:  # never block: ZeroMQ has no connection to queue on after it dropped one for a protocol error
+                sock.send_multipart(message, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                with self._lock:
+                    self.timeouts += 1
+                log.info("cannot send to %s (no usable connection; attempt %d)", self.endpoint, attempt + 1)
+                self._drop_socket()
+                continue
             deadline = time.monotonic() + timeout
             while (remaining := deadline - time.monotonic()) > 0:
                 if not sock.poll(remaining * 1000, zmq.POLLIN):

@@ -22,6 +22,7 @@ from typing import Any
 from imagine_ros.errors import ImagineRosError
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.client import MDPClient, RemotePredictor, ServiceUnavailable
+from imagine_ros.serving.curve import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class LocalCluster:
     request_timeout, max_wait_ms: passed to the processes. ``startup_timeout``: seconds to wait until a worker answers.
     ``threads``: torch threads per worker (None: torch's default). ``log_dir``: where the processes' output goes
     (default: a temporary folder; see :attr:`log_dir`). ``flow_net``: a flow network file the workers use in place of
-    DIS for a frame-only model (``imagine-ros serve --flow-net``).
+    DIS for a frame-only model (``imagine-ros serve --flow-net``). ``extra_broker_args`` / ``extra_worker_args``:
+    more flags of ``imagine-ros broker`` / ``serve`` (e.g. CURVE keys or limits); ``curve``: the CURVE client keys
+    that this object's own clients (:meth:`stats`, :meth:`predictor`, the readiness probe) use.
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class LocalCluster:
         log_dir: str | Path | None = None,
         extra_worker_args: list[str] | None = None,
         flow_net: str | Path | None = None,
+        extra_broker_args: list[str] | None = None,
+        curve: CurveClientKeys | None = None,
     ):
         from imagine_ros.models.checkpoint import read_checkpoint_meta
 
@@ -90,6 +95,8 @@ class LocalCluster:
         self.threads = threads
         self.startup_timeout = float(startup_timeout)
         self.extra_worker_args = list(extra_worker_args or [])
+        self.extra_broker_args = list(extra_broker_args or [])
+        self.curve = curve
         self.flow_net = None if flow_net is None else str(flow_net)
         self._tmp = None if log_dir is not None else tempfile.TemporaryDirectory(prefix="imagine-cluster-")
         self.log_dir = Path(log_dir) if log_dir is not None else Path(self._tmp.name)
@@ -119,6 +126,7 @@ class LocalCluster:
             str(self.request_timeout),
             "--worker-credit",
             str(2 * self.max_batch),
+            *self.extra_broker_args,
         ]
 
     def worker_args(self) -> list[str]:
@@ -152,8 +160,10 @@ class LocalCluster:
         self.broker_process = self._spawn(self.broker_args()[1:], "broker.log", "imagine_ros.serving.broker")
         return self.broker_process
 
-    def add_worker(self) -> subprocess.Popen:
-        p = self._spawn(self.worker_args(), f"worker{len(self.worker_processes)}.log")
+    def add_worker(self, extra_args: list[str] | None = None) -> subprocess.Popen:
+        """Start one more worker process (``extra_args``: flags of ``imagine-ros serve`` for this one only); its
+        output goes to ``worker{index}.log``."""
+        p = self._spawn([*self.worker_args(), *(extra_args or [])], f"worker{len(self.worker_processes)}.log")
         self.worker_processes.append(p)
         return p
 
@@ -189,7 +199,7 @@ class LocalCluster:
 
     def stats(self, timeout: float = 2.0) -> dict[str, Any]:
         """The broker's counters and workers (its ``mmi.stats`` service); raises ServiceUnavailable if it is down."""
-        with MDPClient(self.endpoint, timeout=timeout, retries=0) as client:
+        with MDPClient(self.endpoint, timeout=timeout, retries=0, curve=self.curve) as client:
             return json.loads(client.request("mmi.stats", [])[0].bytes)
 
     def registered_workers(self) -> int:
@@ -214,7 +224,8 @@ class LocalCluster:
                     f"within {self.startup_timeout:g} s; logs in {self.log_dir}"
                 )
             time.sleep(0.1)
-        with RemotePredictor(self.endpoint, self.service, timeout=max(1.0, deadline - time.monotonic())) as probe:
+        probe_timeout = max(1.0, deadline - time.monotonic())
+        with RemotePredictor(self.endpoint, self.service, timeout=probe_timeout, curve=self.curve) as probe:
             probe.info()
 
     def start(self) -> LocalCluster:
@@ -249,6 +260,7 @@ class LocalCluster:
 
     def predictor(self, **kw: Any) -> RemotePredictor:
         """A :class:`RemotePredictor` of this cluster's service (keyword arguments: timeout, retries, ...)."""
+        kw.setdefault("curve", self.curve)
         return RemotePredictor(self.endpoint, self.service, **kw)
 
     def __enter__(self) -> LocalCluster:

@@ -5,7 +5,8 @@ to copy) and ``NAME.key_secret`` (public + secret, keep private) in ZeroMQ's cer
 
 - The broker is the CURVE server: its secret certificate (:class:`CurveServerKeys`), and a folder of allowed client
   public keys (``*.key``). A client whose key is not in the folder, that expects another server key, or that does not
-  encrypt at all gets no answer (ZeroMQ drops the handshake silently). Without a folder, any client key is accepted
+  encrypt at all gets no answer (ZeroMQ fails the handshake; the broker logs it and lists the refused keys in
+  ``mmi.stats``). Without a folder, any client key is accepted
   (encryption without authentication).
 - Optionally a second folder of worker public keys (``--curve-workers``): only a peer whose key is in it may register
   as a worker (READY); any other peer that speaks the worker protocol gets DISCONNECT and is ignored. Without it, any
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +112,23 @@ def load_public_keys(directory: str | os.PathLike) -> frozenset[str]:
 
 
 class _KeySet:
-    """A ``ThreadAuthenticator`` credentials provider that admits a fixed set of Z85 public keys."""
+    """A ``ThreadAuthenticator`` credentials provider that admits a fixed set of Z85 public keys; ``refused`` holds
+    the last keys it refused (most recent last, each once)."""
 
     def __init__(self, keys: frozenset[str]):
         self.keys = keys
+        self.refused: deque[str] = deque(maxlen=10)
+        self.lock = threading.Lock()
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key.decode("ascii", "replace") in self.keys
+        k = key.decode("ascii", "replace")
+        if k in self.keys:
+            return True
+        with self.lock:
+            if k in self.refused:
+                self.refused.remove(k)
+            self.refused.append(k)
+        return False
 
 
 def _key_dir(directory: str | os.PathLike, what: str) -> Path:
@@ -172,9 +185,19 @@ class CurveServerKeys:
         auth.start()
         if self.allowed_dir is None:
             auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-        elif self.workers_dir is None:
-            auth.configure_curve(domain="*", location=str(self.allowed_dir))
         else:
-            keys = load_public_keys(self.allowed_dir) | load_public_keys(self.workers_dir)
+            keys = load_public_keys(self.allowed_dir)
+            if self.workers_dir is not None:
+                keys |= load_public_keys(self.workers_dir)
             auth.configure_curve_callback(domain="*", credentials_provider=_KeySet(keys))
         return auth
+
+
+def refused_keys(auth) -> list[str]:
+    """The public keys (Z85) that the authenticator from :meth:`CurveServerKeys.start_authenticator` refused last
+    (most recent last; empty when it admits any key)."""
+    provider = getattr(auth, "credentials_providers", {}).get("*")
+    if not isinstance(provider, _KeySet):
+        return []
+    with provider.lock:
+        return list(provider.refused)

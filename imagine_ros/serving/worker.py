@@ -5,9 +5,15 @@ Two threads:
 - the **I/O thread** owns the DEALER socket to the broker: READY, heartbeats every ``heartbeat_interval`` (whatever
   the model is doing), reconnection on a new socket when the broker has been silent for ``liveness`` intervals or sent
   DISCONNECT, decoding and checking requests (a bad request is answered with an error here, at once), ``info``
-  requests, and sending the replies that the compute thread hands back over an inproc PAIR socket. A DISCONNECT that
-  comes right after READY (e.g. a CURVE key the broker does not accept as a worker's) is followed by one heartbeat
-  interval's pause before the next READY. If the compute thread ends (a bug, or an exception that is not an
+  requests, and sending the replies that the compute thread hands back over an inproc PAIR socket. It never blocks
+  on the broker: every send is non-blocking, and a send that cannot be queued (ZeroMQ has no connection left to send
+  on) counts as a lost connection. A socket monitor reports connection events: a dropped connection (ZeroMQ closes
+  it for good on a protocol error, e.g. an inbound frame above ``max_message_size``, without reconnecting) or a
+  failed handshake (e.g. a CURVE key the broker refuses, or a wrong broker key) is logged and answered with a new
+  socket, after a back-off that doubles from ``RECONNECT_MIN_S`` to ``RECONNECT_MAX_S`` while the broker does not
+  answer (reset by the first HEARTBEAT or REQUEST on a connection). A DISCONNECT right after READY (a key the broker
+  does not accept as a worker's) backs off the same way. :attr:`Worker.connection` says where the connection stands.
+  If the compute thread ends (a bug, or an exception that is not an
   ``Exception``), the I/O thread sends DISCONNECT and stops (no more heartbeats): the broker queues what this worker
   held again, and :meth:`Worker.run` raises. On stop, the last socket lingers ``STOP_LINGER_MS`` so that its
   DISCONNECT gets out;
@@ -17,11 +23,14 @@ Two threads:
   (their results are random either way). A request with a seed always gets its own call, so its result is exactly the
   in-process ``Predictor.predict(..., seed=seed)`` result.
 
-Limits: ``max_message_size`` bytes per inbound frame (ZeroMQ drops a peer that sends more); a request with more than
-``codec.MAX_ARRAYS + 1`` body frames or more than ``max_request_bytes`` body bytes is refused (``too_large``) before it
-is decoded; and a pixel budget ``max_pixels`` on the output, ``B * N * T * H * W``: a request above it is refused
-("over the pixel budget") before the model runs, and requests are batched into one forward pass only while the
-batch's summed output pixels stay within it.
+Limits: ``max_message_size`` bytes per inbound frame (ZeroMQ drops the connection when the broker sends more; the
+worker then reconnects, but the request is lost), at least ``max_request_bytes`` (-1: no limit), so that a request the
+worker's own check can refuse always arrives; a request with more than ``codec.MAX_ARRAYS + 1`` body frames or more
+than ``max_request_bytes`` body bytes is refused (``too_large``) before it is decoded. The defaults equal the broker's
+default ``max_request_bytes``, so the broker refuses (``too_large``) any request a default worker could not
+receive. And a pixel budget ``max_pixels`` on the output, ``B * N * T * H * W``: a request above it is refused ("over
+the pixel budget") before the model runs, and requests are batched into one forward pass only while the batch's
+summed output pixels stay within it.
 """
 
 from __future__ import annotations
@@ -50,10 +59,20 @@ DEFAULT_MAX_BATCH = 8  # images per forward pass
 DEFAULT_MAX_WAIT_MS = 2.0  # longest wait for more requests to fill a batch
 DEFAULT_MAX_PIXELS = 1 << 24  # output pixels per request: B * N * T * H * W
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # bytes per inbound frame (requests)
-DEFAULT_MAX_REQUEST_BYTES = 128 << 20  # body bytes per request
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20  # body bytes per request (= the broker's default)
+RECONNECT_MIN_S = 0.1  # first wait before a new socket after a lost connection or a refused handshake
+RECONNECT_MAX_S = 5.0  # the back-off doubles up to this while the broker does not answer
 STOP_LINGER_MS = 500  # how long the last socket may keep sending (the DISCONNECT) after stop
 _POLL_S = 0.05
 _ids = itertools.count()
+_MONITOR_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass
@@ -101,6 +120,12 @@ class Worker:
                 f"max_request_bytes >= 1; got {max_batch}, {max_wait_ms}, {max_pixels}, {heartbeat_interval}, "
                 f"{liveness}, {max_request_bytes}"
             )
+        if 0 <= max_message_size < max_request_bytes:
+            raise ValueError(
+                f"max_message_size ({max_message_size} bytes per frame) must be -1 or at least max_request_bytes "
+                f"({max_request_bytes}): ZeroMQ drops the connection on a larger frame instead of the worker refusing "
+                "the request"
+            )
         self.predictor = predictor
         self.broker = broker
         self.service = service or predictor.method
@@ -124,11 +149,30 @@ class Worker:
         self._pipe_io: zmq.Socket | None = None
         self._pipe_compute: zmq.Socket | None = None
         self._dealer: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._poller = zmq.Poller()
         self._compute_thread: threading.Thread | None = None
         self._connected_at = 0.0
+        self._reconnect_at = 0.0  # while there is no socket: when to make the next one
+        self._backoff = RECONNECT_MIN_S
         self.counters = dict.fromkeys(
-            ("requests", "replies", "errors", "batches", "batched_requests", "reconnects", "malformed"), 0
+            (
+                "requests",
+                "replies",
+                "errors",
+                "batches",
+                "batched_requests",
+                "reconnects",
+                "malformed",
+                "connections_lost",
+                "handshake_failures",
+                "send_failures",
+            ),
+            0,
         )
+        # where the connection to the broker stands: "connecting" (READY sent, nothing heard yet), "connected" (the
+        # broker answers), "waiting" (no socket: back-off before the next one); the last problem and since when
+        self.connection: dict[str, Any] = {"state": "connecting", "since": time.time(), "problem": None}
         self.info = {
             "service": self.service,
             "method": predictor.method,
@@ -151,6 +195,9 @@ class Worker:
         self._pipe_compute = self.context.socket(zmq.PAIR)
         self._pipe_compute.linger = 0
         self._pipe_compute.connect(self._pipe_addr)
+        self._poller = zmq.Poller()
+        self._poller.register(self._pipe_io, zmq.POLLIN)
+        self._backoff = RECONNECT_MIN_S
         self._compute_thread = threading.Thread(
             target=self._compute_loop, name=f"mdp-worker-compute-{self.service}", daemon=True
         )
@@ -195,25 +242,104 @@ class Worker:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     # ---------------------------------------------------------------------------------------------------- I/O thread
-    def _connect(self) -> None:
+    def _set_state(self, state: str, problem: str | None = None) -> None:
+        if state != self.connection["state"] or problem is not None:
+            self.connection = {
+                "state": state,
+                "since": time.time(),
+                "problem": problem if problem is not None else self.connection["problem"],
+            }
+
+    def _close_socket(self, linger: int = 0) -> None:
+        if self._monitor is not None:
+            self._poller.unregister(self._monitor)
+            try:
+                self._dealer.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
         if self._dealer is not None:
-            self._dealer.close(0)
+            self._poller.unregister(self._dealer)
+            self._dealer.close(linger)
+            self._dealer = None
+
+    def _connect(self) -> None:
+        self._close_socket()
         sock = self.context.socket(zmq.DEALER)
         sock.linger = 0
         sock.maxmsgsize = self.max_message_size
         sock.rcvhwm = sock.sndhwm = 10_000
         if self.curve is not None:
             self.curve.apply(sock)
+        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         sock.connect(self.broker)
-        sock.send_multipart(mdp.worker_ready(self.service))
         self._dealer = sock
-        self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(self._pipe_io, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self._generation += 1
         self._connected_at = time.monotonic()
         self._broker_expiry = time.monotonic() + self.heartbeat_interval * self.liveness
-        log.info("worker for %r connected to %s (connection %d)", self.service, self.broker, self._generation)
+        self._set_state("connecting")
+        log.info("worker for %r connecting to %s (connection %d)", self.service, self.broker, self._generation)
+        self._send(mdp.worker_ready(self.service))  # queued until the connection is up
+
+    def _lost(self, problem: str, delay: float | None = None) -> None:
+        """The connection is gone or useless: close the socket; a new one after ``delay`` (default: the back-off,
+        which then doubles)."""
+        if delay is None:
+            delay = self._backoff
+            self._backoff = min(RECONNECT_MAX_S, self._backoff * 2)
+        self.counters["reconnects"] += 1
+        log.warning("worker for %r: %s; reconnecting to %s in %.3g s", self.service, problem, self.broker, delay)
+        self._close_socket()
+        self._reconnect_at = time.monotonic() + delay
+        self._set_state("waiting", problem)
+
+    def _send(self, frames: list) -> bool:
+        """Queue ``frames`` to the broker without blocking; False (and the connection is dropped) when ZeroMQ has no
+        connection to queue them on, or its queue is full."""
+        if self._dealer is None:
+            return False
+        try:
+            self._dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.counters["send_failures"] += 1
+            self._lost("cannot send to the broker (ZeroMQ has no usable connection to it)")
+            return False
+
+    def _socket_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor is not None:
+            try:
+                ev = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event, value = ev["event"], ev["value"]
+            if event == zmq.EVENT_CONNECTED:
+                log.debug("worker for %r: TCP connection to %s up", self.service, self.broker)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                log.info("worker for %r: handshake with %s succeeded", self.service, self.broker)
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.counters["handshake_failures"] += 1
+                self._lost(f"the broker refused this worker's key (CURVE/ZAP status {value})")
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.counters["handshake_failures"] += 1
+                self._lost(f"handshake with the broker failed (ZMTP protocol error 0x{value:x})")
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self.counters["handshake_failures"] += 1
+                self._lost(
+                    "the connection closed during the handshake (a wrong broker key, no CURVE where the broker "
+                    "wants it, or not an MDP broker?)"
+                )
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.counters["connections_lost"] += 1
+                self._lost(
+                    "connection to the broker closed (the broker went away, or ZeroMQ dropped it: e.g. an inbound "
+                    f"frame above max_message_size {self.max_message_size})"
+                )
 
     def _io_loop(self) -> None:
         try:
@@ -227,40 +353,52 @@ class Worker:
                     except zmq.ZMQError:
                         pass
                     break
-                wait = max(0.0, min(_POLL_S, heartbeat_at - time.monotonic()))
                 try:
-                    events = dict(self._poller.poll(wait * 1000))
-                    if events.get(self._dealer):
+                    if self._dealer is None:  # backing off: no socket
+                        if time.monotonic() >= self._reconnect_at:
+                            self._connect()
+                            heartbeat_at = time.monotonic() + self.heartbeat_interval
+                            continue
+                        wait = min(_POLL_S, self._reconnect_at - time.monotonic())
+                    else:
+                        wait = min(_POLL_S, heartbeat_at - time.monotonic())
+                    events = dict(self._poller.poll(max(0.0, wait) * 1000))
+                    if self._monitor is not None and events.get(self._monitor):
+                        self._socket_events()
+                    if self._dealer is not None and events.get(self._dealer):
                         self._drain_broker()
                     if events.get(self._pipe_io):
                         self._drain_replies()
+                    if self._dealer is None:
+                        continue
                     now = time.monotonic()
                     if now >= heartbeat_at:
-                        self._dealer.send_multipart(mdp.worker_heartbeat())
+                        self._send(mdp.worker_heartbeat())
                         heartbeat_at = now + self.heartbeat_interval
-                    if now > self._broker_expiry:
-                        log.warning("broker %s silent for %d heartbeats: reconnecting", self.broker, self.liveness)
-                        self.counters["reconnects"] += 1
-                        self._connect()
+                    if self._dealer is not None and now > self._broker_expiry:
+                        self._lost(f"the broker was silent for {self.liveness} heartbeats", delay=0.0)
                 except zmq.ContextTerminated:
                     return
                 except Exception:
-                    log.debug("worker I/O loop error", exc_info=True)
-            try:
-                self._dealer.send_multipart(mdp.worker_disconnect())
-            except zmq.ZMQError:
-                pass
-        finally:
+                    log.warning("worker I/O loop error", exc_info=True)
             if self._dealer is not None:
-                self._dealer.close(STOP_LINGER_MS)  # a short linger, so that the DISCONNECT gets out
+                try:
+                    self._dealer.send_multipart(mdp.worker_disconnect(), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        finally:
+            self._close_socket(STOP_LINGER_MS)  # a short linger, so that the DISCONNECT gets out
             if self._pipe_io is not None:
                 self._pipe_io.close(0)
-            self._dealer = self._pipe_io = None
+            self._pipe_io = None
 
     def _drain_broker(self) -> None:
+        sock = self._dealer
         for _ in range(1000):
+            if self._dealer is not sock:  # the connection was dropped while handling the last message
+                return
             try:
-                frames = self._dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self._broker_expiry = time.monotonic() + self.heartbeat_interval * self.liveness
@@ -271,26 +409,26 @@ class Worker:
             if msg is None:
                 self.counters["malformed"] += 1
                 log.debug("ignored a malformed message of %d frames from the broker", len(frames))
-            elif msg.command == mdp.W_REQUEST:
+                continue
+            if msg.command in (mdp.W_REQUEST, mdp.W_HEARTBEAT) and self.connection["state"] != "connected":
+                self._backoff = RECONNECT_MIN_S  # the broker answers: a healthy connection
+                self._set_state("connected")
+                log.info("worker for %r registered with %s", self.service, self.broker)
+            if msg.command == mdp.W_REQUEST:
                 self._request(msg.client, msg.body)
             elif msg.command == mdp.W_DISCONNECT:
                 if time.monotonic() - self._connected_at < self.heartbeat_interval:
                     # refused at once (e.g. the broker does not accept this key as a worker): do not storm it
-                    log.warning(
-                        "broker sent DISCONNECT right after READY: reconnecting in %.3g s", self.heartbeat_interval
-                    )
-                    self._stop.wait(self.heartbeat_interval)
+                    self._lost("the broker sent DISCONNECT right after READY (is this key allowed as a worker's?)")
                 else:
-                    log.info("broker sent DISCONNECT: reconnecting")
-                self.counters["reconnects"] += 1
-                self._connect()
+                    self._lost("the broker sent DISCONNECT", delay=0.0)
                 return
             elif msg.command != mdp.W_HEARTBEAT:
                 self.counters["malformed"] += 1
                 log.debug("ignored an unexpected %s from the broker", mdp.WORKER_COMMANDS[msg.command])
 
     def _reply(self, client: bytes, body: list) -> None:
-        self._dealer.send_multipart(mdp.worker_final(client, body), copy=False)
+        self._send(mdp.worker_final(client, body))
 
     def _error(self, client: bytes, code: str, message: str) -> None:
         self.counters["errors"] += 1
@@ -343,7 +481,7 @@ class Worker:
             except zmq.Again:
                 return
             client, generation, body = frames[0].bytes, struct.unpack("<Q", frames[1].bytes)[0], frames[2:]
-            if generation == self._generation:  # replies for an earlier connection would reach nobody
+            if generation == self._generation and self._dealer is not None:  # others would reach nobody
                 self.counters["replies"] += 1
                 self._reply(client, body)
 
