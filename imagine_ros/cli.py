@@ -1046,6 +1046,7 @@ def build_parser() -> argparse.ArgumentParser:
     from imagine_ros.planning.demo import register_cli as register_demo
     from imagine_ros.planning.runner import register_cli as register_plan_eval
     from imagine_ros.rosbag_export import register_cli as register_export_bag
+    from imagine_ros.rosbag_import import register_cli as register_import_bag
     from imagine_ros.sim.shapes import register_cli as register_shapes
     from imagine_ros.training.cinn_transfer import register_cli as register_cinn_transfer
     from imagine_ros.training.controllability import register_cli as register_controllability
@@ -1060,6 +1061,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gif(sub)
     _add_info(sub)
     register_export_bag(sub)
+    register_import_bag(sub)
     _add_train(sub)
     _add_flownet(sub)
     _add_evaluate(sub)
