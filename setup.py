@@ -50,10 +50,13 @@ setup(
             "rosbags-image>=0.9",
             "mcap>=1.1",  # an MCAP reader and a ROS 2 CDR decoder that this project did not write (bag tests)
             "mcap-ros2-support>=0.5",
+            "av>=12",  # the lerobot extra, so that CI runs the LeRobot tests
+            "pyarrow>=14",
             "setuptools>=64",
             "wheel",
         ],
         "bench": ["panda-gym>=3.0"],
+        "lerobot": ["av>=12", "pyarrow>=14"],  # export-lerobot / import-lerobot (MP4 and parquet)
     },
     entry_points={
         "console_scripts": [

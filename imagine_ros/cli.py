@@ -1043,6 +1043,7 @@ def _cli_flow_eval(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
+    from imagine_ros.lerobot_io import register_cli as register_lerobot
     from imagine_ros.planning.demo import register_cli as register_demo
     from imagine_ros.planning.runner import register_cli as register_plan_eval
     from imagine_ros.rosbag_export import register_cli as register_export_bag
@@ -1062,6 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     register_export_bag(sub)
     register_import_bag(sub)
+    register_lerobot(sub)
     _add_train(sub)
     _add_flownet(sub)
     _add_evaluate(sub)
