@@ -13,12 +13,22 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from imagine_ros.errors import ConfigError
+from imagine_ros.errors import ConfigError, ImagineRosError
 from imagine_ros.flow import dis_flows
 from imagine_ros.flownet import FlowNet, load_flownet
 from imagine_ros.models.base import Method
 from imagine_ros.prediction import Prediction
 from imagine_ros.training.clips import ConditionNormalizer, tensor_to_frames
+
+#: η (a condition of an η model) may lie at most this many training standard deviations from the training mean in each
+#: dimension (:meth:`Predictor.predict` refuses it otherwise with a ValueError, ``bad_request`` on the wire). The
+#: shipped models' η spans about +-4 std inside the workspace; 20 std is well outside the arm's reach.
+MAX_ETA_STD = 20.0
+
+
+class PredictionError(ImagineRosError, RuntimeError):
+    """A prediction that cannot be trusted (NaN or infinite frames, flows or masks): raised instead of returning it
+    (``internal`` on the wire, not ``bad_request``: the request was valid, the model failed)."""
 
 
 @runtime_checkable
@@ -130,6 +140,11 @@ class Predictor:
                     f"{self.method} predicts {self.image_size} x {self.image_size} frames"
                 )
             self.flow_net = net.to(self.device).eval()
+        if normalizer is not None and self.condition_kind == "eta" and normalizer.dim != self.condition_dim:
+            raise ConfigError(
+                f"the condition normaliser has {normalizer.dim} dimensions but {self.method} takes a condition of "
+                f"{self.condition_dim}"
+            )
         #: whether ``predict(..., flows_only=True)`` skips frame synthesis for this method (see :meth:`predict`)
         self.supports_flows_only = type(model).sample_flows is not Method.sample_flows
 
@@ -165,6 +180,10 @@ class Predictor:
         Without conditions a conditioned model gets the training mean of η (zeros after normalisation). A
         push-direction model (``condition_kind == "direction"``) takes (B, direction_bins) class vectors instead of η,
         used as given (:func:`conditions_for` makes them from η).
+
+        Raises ValueError for a bad request, including an η more than :data:`MAX_ETA_STD` training standard
+        deviations from the training mean in any dimension (far outside the data: refused, never clipped), and
+        :class:`PredictionError` when the model's frames, flows or masks come out NaN or infinite.
         """
         t0 = time.perf_counter()
         images, conditions = check_request(images, conditions, num_samples, self.image_size, self.condition_dim)
@@ -175,6 +194,8 @@ class Predictor:
         elif self.condition_dim:
             eta = self.condition_kind == "eta" and self.normalizer is not None
             normed = self.normalizer.normalize(conditions) if eta else conditions
+            if eta:
+                self._check_eta(conditions, normed)
             cond = torch.as_tensor(np.asarray(normed, dtype=np.float32), device=self.device)
         generator = torch.Generator(device="cpu")
         if seed is None:
@@ -184,6 +205,7 @@ class Predictor:
         if flows_only and self.supports_flows_only:
             with torch.inference_mode():
                 wf = self.model.sample_flows(x0, cond, int(num_samples), generator=generator)
+            _check_finite("flows", wf)
             b, n, t = wf.shape[:3]
             flows = wf.float().movedim(-3, -1).cpu().numpy().astype(np.float32, copy=False)
             total = time.perf_counter() - t0
@@ -199,6 +221,9 @@ class Predictor:
             )
         with torch.inference_mode():
             out = self.model.sample(x0, cond, int(num_samples), generator=generator)
+        _check_finite("frames", out.frames)
+        _check_finite("flows", out.flows)
+        _check_finite("masks", out.masks)
         frames = tensor_to_frames(out.frames)
         t_model = time.perf_counter() - t0
         if out.flows is not None:
@@ -210,6 +235,8 @@ class Predictor:
         else:
             flows = self._dis(images, frames)
             source = "dis"
+        if not np.isfinite(flows).all():
+            raise PredictionError(f"the {source} flows of this prediction hold NaN or infinite values")
         masks = out.masks[..., 0, :, :].float().cpu().numpy() if out.masks is not None else None
         total = time.perf_counter() - t0
         return Prediction(
@@ -222,6 +249,19 @@ class Predictor:
             timing={"model": t_model, "flow": total - t_model, "total": total},
         )
 
+    def _check_eta(self, conditions: np.ndarray, normed: np.ndarray) -> None:
+        """Raise ValueError for η more than MAX_ETA_STD standard deviations from the training mean."""
+        far = np.abs(np.asarray(normed, dtype=np.float64)) > MAX_ETA_STD
+        if far.any():
+            i, d = (int(v) for v in np.argwhere(far)[0])
+            lo = self.normalizer.mean - MAX_ETA_STD * self.normalizer.std
+            hi = self.normalizer.mean + MAX_ETA_STD * self.normalizer.std
+            ranges = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
+            raise ValueError(
+                f"conditions[{i}][{d}] = {float(conditions[i][d]):.4g} lies {float(abs(normed[i][d])):.3g} std from "
+                f"the training mean of η; at most {MAX_ETA_STD:g} std are accepted, per dimension {ranges}"
+            )
+
     def _dis(self, images: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """DIS flows from each input image to each of its sampled frames: (B, N, T, H, W, 2)."""
         if self.flow_threads > 1 and len(images) > 1:
@@ -230,3 +270,12 @@ class Predictor:
             with ThreadPoolExecutor(self.flow_threads) as pool:
                 return np.stack(list(pool.map(dis_flows, images, frames)))
         return np.stack([dis_flows(x, f) for x, f in zip(images, frames)])
+
+
+def _check_finite(what: str, tensor: torch.Tensor | None) -> None:
+    """Raise :class:`PredictionError` when the model's ``tensor`` (None: nothing to check) holds NaN or inf."""
+    if tensor is not None and not bool(torch.isfinite(tensor).all()):
+        raise PredictionError(
+            f"the model's {what} hold NaN or infinite values (diverged weights or a condition outside the data): "
+            "no prediction"
+        )

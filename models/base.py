@@ -31,26 +31,98 @@ PRESETS = ("tiny", "small", "paper")
 
 
 # ------------------------------------------------------------------------------------- config field checks
-def check_int(name: str, value: Any, minimum: int = 1) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+#: Upper bounds of config values. A config (a checkpoint's JSON, ``--config``, a preset override) beyond them is
+#: refused with a :class:`ConfigError` before anything is built: a typo or a forged file must not allocate terabytes
+#: (``bank_size`` 1e12) or sample for ever (``horizon`` 1e9). The presets stay well inside.
+MAX_IMAGE_SIZE = 1024
+MAX_HORIZON = 256
+MAX_CONDITION_DIM = 64
+MAX_WIDTH = 8192  # bound of integer config fields and of tuple entries (widths, sizes, counts, bins)
+MAX_STEPS = 10**9  # bound of step counts (config fields named *_steps) and the default of check_int
+#: integer config fields with their own bound (the others: MAX_WIDTH, or MAX_STEPS for *_steps)
+FIELD_MAXIMA = {
+    "image_size": MAX_IMAGE_SIZE,
+    "horizon": MAX_HORIZON,
+    "condition_dim": MAX_CONDITION_DIM,
+    "bank_size": 1 << 16,
+}
+MAX_TUPLE = 64  # entries of a tuple field
+MAX_NUMBER = 1e6  # magnitude of float fields (weights, scales, rates)
+MAX_STR = 4096  # characters of a string field (a path)
 
 
-def check_ints(name: str, value: Any, allow_empty: bool = False, length: int | None = None) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a tuple of positive ints (of ``length`` entries if given)."""
-    ok = isinstance(value, tuple) and (bool(value) or allow_empty)
-    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-        raise ConfigError(f"{name} must be a tuple of positive integers, got {value!r}")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_STEPS) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) in [``minimum``, ``maximum``]."""
+    if not _is_int(value) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+
+
+def check_ints(
+    name: str, value: Any, allow_empty: bool = False, length: int | None = None, maximum: int = MAX_WIDTH
+) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a tuple of ints in [1, ``maximum``] (at most
+    :data:`MAX_TUPLE` of them, or exactly ``length`` if given)."""
+    ok = isinstance(value, tuple) and (bool(value) or allow_empty) and len(value) <= MAX_TUPLE
+    if not ok or not all(_is_int(v) and 1 <= v <= maximum for v in value):
+        raise ConfigError(f"{name} must be a tuple of at most {MAX_TUPLE} integers in [1, {maximum}], got {value!r}")
     if length is not None and len(value) != length:
         raise ConfigError(f"{name} must have {length} entries, got {len(value)} ({value!r})")
 
 
-def check_number(name: str, value: Any, positive: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a finite number >= 0 (> 0 with ``positive``)."""
+def check_number(name: str, value: Any, positive: bool = False, maximum: float = MAX_NUMBER) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite number in [0, ``maximum``] ((0, ``maximum``] with
+    ``positive``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    if not ok or (value <= 0 if positive else value < 0) or value > maximum:
+        raise ConfigError(
+            f"{name} must be a finite number in {'(0' if positive else '[0'}, {maximum:g}], got {value!r}"
+        )
+
+
+#: integer config fields where -1 means "auto" (the others are >= 0)
+SIGNED_FIELDS = ("temporal_doublings",)
+
+
+def int_maximum(name: str) -> int:
+    """The largest value of the integer config field ``name``."""
+    return FIELD_MAXIMA.get(name, MAX_STEPS if name.endswith("_steps") else MAX_WIDTH)
+
+
+def check_field_type(name: str, kind: str, value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` has the type a field annotated ``kind`` (``"int"``, ``"float"``,
+    ``"bool"``, ``"str"``, ``"tuple[int, ...]"``, ``"tuple[str, ...]"``) takes, within the bounds every field of that
+    type has (integers in [0 (-1 for SIGNED_FIELDS), :func:`int_maximum`], numbers of magnitude <= MAX_NUMBER,
+    strings of <= MAX_STR characters, tuples of <= MAX_TUPLE entries); the config classes check the tight,
+    field-specific ranges."""
+    if kind == "int":
+        check_int(name, value, minimum=-1 if name in SIGNED_FIELDS else 0, maximum=int_maximum(name))
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or abs(value) > MAX_NUMBER:
+            raise ConfigError(f"{name} must be a finite number of magnitude <= {MAX_NUMBER:g}, got {value!r}")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, str) or len(value) > MAX_STR:
+            raise ConfigError(f"{name} must be a string of at most {MAX_STR} characters, got {value!r:.80}")
+    elif kind in ("tuple[int, ...]", "tuple[str, ...]"):
+        item = int if kind == "tuple[int, ...]" else str
+        ok = isinstance(value, tuple) and len(value) <= MAX_TUPLE
+        ok = ok and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+        if ok and item is int:
+            ok = all(0 <= v <= MAX_WIDTH for v in value)
+        if ok and item is str:
+            ok = all(len(v) <= MAX_STR for v in value)
+        if not ok:
+            what = f"integers in [0, {MAX_WIDTH}]" if item is int else "strings"
+            raise ConfigError(f"{name} must be a list of at most {MAX_TUPLE} {what}, got {value!r:.120}")
+    else:  # a field type this check does not know: a new field must be given a rule here
+        raise ConfigError(f"{name} has a type ({kind}) without a validation rule")
 
 
 @dataclass(frozen=True)
@@ -62,12 +134,13 @@ class MethodConfig:
     condition_dim: int = 3  # size of η (0: the method ignores conditions)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < 16:
-            raise ConfigError(f"image_size must be an integer >= 16, got {self.image_size!r}")
-        if not isinstance(self.horizon, int) or self.horizon < 1:
-            raise ConfigError(f"horizon must be an integer >= 1, got {self.horizon!r}")
-        if not isinstance(self.condition_dim, int) or self.condition_dim < 0:
-            raise ConfigError(f"condition_dim must be an integer >= 0, got {self.condition_dim!r}")
+        """Every field: its type and range (loose here by type, tight in each subclass's ``__post_init__``)."""
+        check_int("image_size", self.image_size, minimum=16, maximum=MAX_IMAGE_SIZE)
+        check_int("horizon", self.horizon, minimum=1, maximum=MAX_HORIZON)
+        check_int("condition_dim", self.condition_dim, minimum=0, maximum=MAX_CONDITION_DIM)
+        for f in fields(self):
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            check_field_type(f.name, kind, getattr(self, f.name))
 
     #: preset name -> field overrides of the defaults (subclasses fill it)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "paper": {}}
@@ -81,10 +154,12 @@ class MethodConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MethodConfig:
         """Rebuild from :meth:`to_dict`; unknown keys are a mismatch, not something to ignore."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a {cls.__name__} must be a mapping of field names to values, got {type(d).__name__}")
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(map(repr, unknown))}")
+            raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(map(repr, unknown[:10]))}")
         kwargs = {}
         for k, v in d.items():  # JSON turns tuples into lists: turn them back where the field is a tuple
             kwargs[k] = tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v

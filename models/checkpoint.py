@@ -120,36 +120,144 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def plain_file_name(name: Any) -> bool:
+    """Whether ``name`` names a file in the folder it is read from: a non-empty string without a folder part, a
+    drive, a NUL or a parent reference (``"model.safetensors"``, not ``"../x"``, ``"/etc/x"``, ``"a/b"``)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and name not in (".", "..")
+        and not any(c in name for c in ("/", "\\", "\0", ":"))
+    )
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    return [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def read_verified_weights(
     meta_path: Path, meta: dict[str, Any], default: Path, error: type[Exception] = CheckpointError
 ) -> tuple[Path, dict[str, torch.Tensor]]:
     """The path and the tensors (on the CPU) of the safetensors file that the JSON ``meta`` (read from ``meta_path``)
-    names under ``"weights"`` (else ``default``), beside it, after checking that it exists and matches
-    ``"weights_sha256"``. Raises ``error`` saying which check failed. Shared by every two-file format here
-    (checkpoints, flow networks, end-effector detectors)."""
-    weights = meta_path.with_name(str(meta.get("weights", default.name)))
-    if not weights.exists():
+    names under ``"weights"`` (else ``default``), beside it, after checking that the name is a plain file name (no
+    folder), that the file exists, matches ``"weights_sha256"`` and holds only finite numbers. Raises ``error``
+    saying which check failed. Shared by every two-file format here (checkpoints, flow networks, end-effector
+    detectors)."""
+    name = meta.get("weights", default.name)
+    if not plain_file_name(name):
+        raise error(
+            f"{meta_path}: 'weights' must be the plain name of a file beside it (no folder part), got {name!r:.100}"
+        )
+    weights = meta_path.with_name(name)
+    if not weights.is_file():
         raise error(f"{meta_path} lacks its weights file {weights.name}")
-    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
-        raise error(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
+    expected = meta.get("weights_sha256")
+    if expected is not None and not isinstance(expected, str):
+        raise error(f"{meta_path}: 'weights_sha256' must be a hex string, got {expected!r:.100}")
     try:
-        return weights, load_file(str(weights), device="cpu")
+        if expected and sha256_file(weights) != expected:
+            raise error(f"{weights} does not match the hash in {meta_path.name} (truncated or replaced)")
+        state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, error):
+            raise
         raise error(f"{weights} cannot be read as safetensors ({e})") from None
+    bad = non_finite_tensors(state)
+    if bad:
+        raise error(
+            f"{weights} holds NaN or infinite values in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}): the training diverged or the file is damaged"
+        )
+    return weights, state
+
+
+#: a normaliser std below this (in the data's units, metres) would blow η up by more than 1e6 per metre
+MIN_NORMALIZER_STD = 1e-6
+#: normaliser statistics beyond this magnitude are not end-effector positions
+MAX_NORMALIZER_VALUE = 1e6
+
+
+def check_normalizer(meta_path: Path, model: Method, description: Any) -> None:
+    """Raise :class:`CheckpointError` unless ``description`` (the JSON ``"normalizer"``) is None or a condition
+    normaliser whose mean and std are finite, of magnitude <= MAX_NORMALIZER_VALUE, with std >= MIN_NORMALIZER_STD
+    (after its ``min_std`` floor) and, for a model conditioned on η, ``condition_dim`` long. (Push-direction and
+    unconditioned models ignore the normaliser, so its length is not theirs.)"""
+    from imagine_ros.training.clips import ConditionNormalizer
+
+    if description is None:
+        return
+    try:
+        norm = ConditionNormalizer.from_dict(description)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {meta_path} has a bad normaliser: {e}") from None
+    if model.condition_kind == "eta" and norm.dim != model.config.condition_dim:
+        raise CheckpointError(
+            f"checkpoint {meta_path}: the normaliser has {norm.dim} dimensions but the model's condition_dim is "
+            f"{model.config.condition_dim}"
+        )
+    if (abs(norm.mean) > MAX_NORMALIZER_VALUE).any() or (norm.std > MAX_NORMALIZER_VALUE).any():
+        raise CheckpointError(f"checkpoint {meta_path}: normaliser values beyond {MAX_NORMALIZER_VALUE:g}: {norm!r}")
+    if (norm.std < MIN_NORMALIZER_STD).any():
+        raise CheckpointError(
+            f"checkpoint {meta_path}: normaliser std {norm.std.tolist()} is below {MIN_NORMALIZER_STD:g} "
+            "(a vanishing std turns any η into a huge condition)"
+        )
+
+
+def _build_on_meta(cls: type[Method], config: Any) -> Method | None:
+    """The model on PyTorch's meta device (shapes only, nothing allocated), or None where a method cannot be built
+    there (its real build then checks the same)."""
+    try:
+        with torch.device("meta"):
+            return cls(config)
+    except ConfigError:
+        raise
+    except Exception:
+        return None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model of a checkpoint from its two files (no other input) on ``device``, in eval mode."""
+    """Rebuild the model of a checkpoint from its two files (no other input) on ``device``, in eval mode.
+
+    Everything is checked before the model is allocated: the config (each field's type and range,
+    :class:`~imagine_ros.models.base.MethodConfig`), the normaliser (:func:`check_normalizer`), the weights file
+    (:func:`read_verified_weights`: plain name, hash, finite numbers) and that its tensors are exactly the ones the
+    config builds (compared on the meta device), so a forged config cannot make a model larger than its file."""
     weights, meta_path = checkpoint_paths(path)
     meta = read_checkpoint_meta(path)
+    method, config_dict = meta.get("method"), meta.get("config")
+    if not isinstance(method, str):
+        raise CheckpointError(f"checkpoint {meta_path} names no method (got {method!r:.100})")
+    if not isinstance(config_dict, dict):
+        raise CheckpointError(f"checkpoint {meta_path} has no config object (got {type(config_dict).__name__})")
+    step = meta.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {meta_path}: 'step' must be an integer >= 0, got {step!r:.100}")
     try:
-        cls = get_method(str(meta.get("method")))
-        config = cls.Config.from_dict(meta.get("config") or {})
+        cls = get_method(method)
+        config = cls.Config.from_dict(config_dict)
+        shapes = _build_on_meta(cls, config)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {meta_path} does not fit this imagine_ros: {e}") from None
+    if shapes is not None:
+        check_normalizer(meta_path, shapes, meta.get("normalizer"))
     weights, state = read_verified_weights(meta_path, meta, weights)
+    if shapes is not None:
+        _check_state(weights, cls, shapes.state_dict(), state)
+    checked, shapes = shapes is not None, None
     model = cls(config)
-    own = model.state_dict()
+    if not checked:
+        check_normalizer(meta_path, model, meta.get("normalizer"))
+    _check_state(weights, cls, model.state_dict(), state)
+    model.load_state_dict(state, strict=True)
+    return LoadedCheckpoint(model=model.to(device).eval(), meta=meta)
+
+
+def _check_state(
+    weights: Path, cls: type[Method], own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the tensors (names and shapes) of ``own``."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -160,5 +268,3 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             if keys
         ]
         raise CheckpointError(f"weights in {weights.name} do not match the {cls.name} config ({'; '.join(parts)})")
-    model.load_state_dict(state, strict=True)
-    return LoadedCheckpoint(model=model.to(device).eval(), meta=meta)
