@@ -22,6 +22,22 @@ def _env_option(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
+def _count(text: str) -> int:
+    """An integer count, also written as ``1e3`` (an integral number); its range is checked by the command, in one
+    line (``--episodes 1e12`` is refused by the collector, not by a usage message)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
 # ---------------------------------------------------------------------------------------------------------- collect
 def _add_collect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,13 +49,13 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, type=Path, metavar="DIR", help="dataset folder (created; resumed if it exists)"
     )
-    p.add_argument("--episodes", required=True, type=int, help="number of episodes")
+    p.add_argument("--episodes", required=True, type=_count, help="number of episodes (at most 1,000,000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
         "--seed", type=int, default=0, help="base seed; episode i uses a seed derived from (seed, i) (default 0)"
     )
-    p.add_argument("--frames", type=int, default=30, help="frames per episode (default 30, as BAIR)")
-    p.add_argument("--shard-size", type=int, default=16, help="episodes per shard file (default 16)")
+    p.add_argument("--frames", type=_count, default=30, help="frames per episode (default 30, as BAIR)")
+    p.add_argument("--shard-size", type=_count, default=16, help="episodes per shard file (default 16)")
     p.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default 64)")
     p.add_argument("--num-objects", type=int, default=None, help="objects in the bin (default 3)")
     p.add_argument(
@@ -119,7 +135,8 @@ def _cli_collect(args: argparse.Namespace) -> int:
         clips = f"; in {frac:.0%} of its {n} planned clips"
     print(
         f"{args.out}: {len(store)} episodes x {store.frames_per_episode} frames "
-        f"({len(report.shards_written)} shards written, {len(report.shards_skipped)} already complete; "
+        f"({len(report.shards_written)} shards written, {len(report.shards_skipped)} already complete"
+        f"{f', {len(report.shards_redone)} found corrupt and collected again' if report.shards_redone else ''}; "
         f"{rate:.0f} frames/s, {report.seconds:.0f} s); objects moved > 2 cm in {moved_fraction(store):.0%} of "
         f"episodes{clips}"
     )

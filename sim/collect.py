@@ -27,7 +27,7 @@ from imagine_ros.errors import ConfigError
 from imagine_ros.sim.env import PushEnv, PushEnvConfig
 from imagine_ros.sim.ground_truth import DEPTH, INSTANCE, PART_IDS, PART_POSE
 from imagine_ros.sim.policy import POLICIES, BairPushPolicy, PlanningPolicy, PlanningPolicyConfig, PolicyConfig
-from imagine_ros.sim.storage import CollectReport, new_meta, write_dataset
+from imagine_ros.sim.storage import CollectReport, check_sizes, new_meta, write_dataset
 
 #: BAIR: 30 frames per trajectory.
 DEFAULT_FRAMES = 30
@@ -149,10 +149,12 @@ def collect_push(
     policy: a :class:`PolicyConfig` (the BAIR-style policy) or a dict from :func:`policy_settings`. Ground truth is
     recorded unless ``env_options`` says ``ground_truth=False``.
     """
+    check_sizes(episodes, shard_size, frames)  # absurd sizes: one line, before anything is built or allocated
     if frames < 2:
         raise ConfigError(f"--frames must be at least 2, got {frames}")
     env_options = {"ground_truth": True, **(env_options or {})}
     env_cfg = PushEnvConfig.from_options(**env_options)  # validates options before anything is written
+    check_sizes(episodes, shard_size, frames, env_cfg.image_size)
     if env_cfg.task:
         raise ConfigError("collect records free pushing; the env option task=True is for planning experiments")
     if isinstance(policy, dict):

@@ -11,13 +11,22 @@ Every shard is a pure function of the settings in ``meta.json`` and its episode 
 seed), so a collection killed at any moment and run again produces exactly the files an uninterrupted run would.
 A shard is first written as ``.shard-XXXXX.h5.<pid>.tmp`` and renamed into place only after it is closed and synced;
 a file under the final name is therefore always complete, and leftovers ``*.tmp`` are deleted on resume.
+
+Every shard carries its own checksum: the file starts with an HDF5 user block of :data:`SHARD_USERBLOCK` bytes (which
+HDF5 skips) holding ``imagine_ros.shard sha256=<hex>``, the SHA-256 of every byte after the block. The reader
+(:class:`EpisodeStore`) verifies it when it opens a dataset and names a shard that does not match; a resumed collection
+verifies it too and collects such a shard again (a shard is a pure function of the settings and its seeds). Shards of
+datasets written before checksums (a plain HDF5 file) are read unverified, with one warning per dataset and process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -38,6 +47,17 @@ TMP_RE = re.compile(r"^\.shard-\d{5}\.h5\.\d+\.tmp$")
 #: Files a user may keep beside the data without it counting as foreign (previews, notes).
 ALLOWED_EXTRA = re.compile(r"^(README.*|.*\.gif|.*\.mp4|.*\.png|.*\.txt|\.DS_Store)$")
 
+#: Bytes of the HDF5 user block at the start of a shard that holds its checksum (0: write legacy shards without one).
+SHARD_USERBLOCK = 512
+CHECKSUM_MAGIC = b"imagine_ros.shard sha256="
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Bounds of a dataset's size, checked (one line, before anything is allocated or written) by :func:`check_sizes`.
+MAX_EPISODES = 1_000_000
+MAX_SHARD_EPISODES = 10_000
+MAX_FRAMES = 100_000
+#: frames of one shard are held in memory while it is written: at most this many bytes of RGB frames
+MAX_SHARD_BYTES = 4 << 30
+
 EpisodeFn = Callable[[dict, int, int], dict]
 #: Episode keys of per-frame images, stored one frame per HDF5 chunk so that reading a window is cheap.
 PER_FRAME_IMAGES = (FRAMES, "depth", "instance")
@@ -50,6 +70,35 @@ def shard_name(shard: int) -> str:
 def episode_seed(base_seed: int, index: int) -> int:
     """Seed of episode ``index``: independent streams per episode, stable across worker counts and resumes."""
     return int(np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _count_ok(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def check_sizes(
+    num_episodes: Any, episodes_per_shard: Any, frames_per_episode: Any, image_size: tuple[int, int] | None = None
+) -> None:
+    """Raise :class:`DatasetError` (one line) unless the sizes of a dataset are integers within
+    [1, :data:`MAX_EPISODES`] episodes, [1, :data:`MAX_SHARD_EPISODES`] episodes per shard and [1, :data:`MAX_FRAMES`]
+    frames per episode, and one shard's RGB frames (``episodes_per_shard x frames x H x W x 3`` bytes, held in
+    memory while it is written) fit in :data:`MAX_SHARD_BYTES`. Nothing is allocated before this check."""
+    for flag, value, hi in (
+        ("--episodes", num_episodes, MAX_EPISODES),
+        ("--shard-size", episodes_per_shard, MAX_SHARD_EPISODES),
+        ("--frames", frames_per_episode, MAX_FRAMES),
+    ):
+        if not _count_ok(value, 1, hi):
+            raise DatasetError(f"{flag} must be an integer in [1, {hi:,}], got {value!r}")
+    if image_size is not None:
+        h, w = (int(v) for v in image_size)
+        per_shard = min(int(episodes_per_shard), int(num_episodes)) * int(frames_per_episode) * h * w * 3
+        if per_shard > MAX_SHARD_BYTES:
+            raise DatasetError(
+                f"one shard of {min(int(episodes_per_shard), int(num_episodes))} episodes x {frames_per_episode} "
+                f"frames of {h} x {w} would hold {per_shard / 2**30:.1f} GiB of frames in memory (at most "
+                f"{MAX_SHARD_BYTES / 2**30:.0f} GiB); use a smaller --shard-size"
+            )
 
 
 def make_splits(num_episodes: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[int]]:
@@ -95,9 +144,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_shard(path: Path, episodes: list[dict[str, Any]], compression: int = 4) -> None:
-    """Write ``episodes`` (dicts of equal-shaped arrays) as one shard, atomically.
+    """Write ``episodes`` (dicts of equal-shaped arrays) as one shard, atomically, with its checksum.
 
-    Arrays are stacked along a new first axis. Frames are chunked per frame so that reading a window is cheap.
+    Arrays are stacked along a new first axis. Frames are chunked per frame so that reading a window is cheap. The
+    SHA-256 of the HDF5 data goes into the user block at the start of the file (module docstring).
     """
     path = Path(path)
     if not episodes:
@@ -105,7 +155,8 @@ def write_shard(path: Path, episodes: list[dict[str, Any]], compression: int = 4
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     keys = list(episodes[0].keys())
     try:
-        with h5py.File(tmp, "w", libver="v110", track_order=False) as f:
+        userblock = {"userblock_size": SHARD_USERBLOCK} if SHARD_USERBLOCK else {}
+        with h5py.File(tmp, "w", libver="v110", track_order=False, **userblock) as f:
             for key in keys:
                 data = np.stack([np.asarray(ep[key]) for ep in episodes])
                 kwargs: dict[str, Any] = {"track_times": False}
@@ -116,12 +167,77 @@ def write_shard(path: Path, episodes: list[dict[str, Any]], compression: int = 4
             f.attrs["complete"] = True
             f.attrs["num_episodes"] = len(episodes)
         with open(tmp, "rb+") as fh:
+            if SHARD_USERBLOCK:
+                fh.write(_checksum_block(_sha256_after(fh, SHARD_USERBLOCK)))
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _sha256_after(fh, offset: int) -> str:
+    """SHA-256 of the bytes of the open binary file ``fh`` from ``offset`` to its end; leaves ``fh`` at 0."""
+    h = hashlib.sha256()
+    fh.seek(offset)
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    fh.seek(0)
+    return h.hexdigest()
+
+
+def _checksum_block(hexdigest: str) -> bytes:
+    text = CHECKSUM_MAGIC + hexdigest.encode("ascii") + b"\n"
+    return text + b"\0" * (SHARD_USERBLOCK - len(text))
+
+
+#: shards verified by this process: resolved path -> (size, mtime_ns, inode) when verified (a file that changes is
+#: verified again; one that does not is not hashed again, e.g. by each split's ClipDataset)
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+_WARNED_UNVERIFIED: set[str] = set()
+
+
+def verify_shard(path: Path) -> bool:
+    """Check the checksum a shard carries. True: it matches; False: the shard has none (a plain HDF5 file written
+    before checksums). Raises :class:`DatasetError` naming the file when it does not match or is damaged."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = str(path.resolve())
+        if _VERIFIED.get(key) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return True
+        with open(path, "rb") as fh:
+            head = fh.read(len(HDF5_SIGNATURE))
+            if head == HDF5_SIGNATURE:
+                return False
+            fh.seek(0)
+            block = fh.read(512)
+            if not block.startswith(CHECKSUM_MAGIC):
+                raise DatasetError(f"corrupt shard {path}: it starts with neither a checksum nor an HDF5 signature")
+            expected = block[len(CHECKSUM_MAGIC) : len(CHECKSUM_MAGIC) + 64].decode("ascii", "replace")
+            actual = _sha256_after(fh, len(block))
+    except OSError as e:
+        raise DatasetError(f"corrupt shard {path}: cannot be read ({e})") from None
+    if actual != expected:
+        raise DatasetError(
+            f"corrupt shard {path}: its SHA-256 does not match the checksum it carries (a flipped bit or a partial "
+            "overwrite)"
+        )
+    _VERIFIED[key] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return True
+
+
+def _warn_unverified(root: Path, names: list[str]) -> None:
+    key = str(Path(root).resolve())
+    if names and key not in _WARNED_UNVERIFIED:
+        _WARNED_UNVERIFIED.add(key)
+        warnings.warn(
+            f"dataset {root}: {len(names)} shard(s) carry no checksum (written before imagine_ros checked shards, "
+            f"e.g. {names[0]}); they are read unverified",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -170,6 +286,7 @@ class CollectReport:
     shards_total: int
     shards_written: list[int] = field(default_factory=list)
     shards_skipped: list[int] = field(default_factory=list)
+    shards_redone: list[int] = field(default_factory=list)  # found corrupt on resume, deleted and written again
     frames_written: int = 0
     seconds: float = 0.0
 
@@ -187,10 +304,7 @@ def new_meta(
     extra: dict | None = None,
 ) -> dict:
     """Describe a dataset. ``config`` is what ``episode_fn`` receives; ``extra`` (e.g. the camera) is stored as is."""
-    if num_episodes < 1:
-        raise DatasetError(f"--episodes must be at least 1, got {num_episodes}")
-    if episodes_per_shard < 1:
-        raise DatasetError(f"--shard-size must be at least 1, got {episodes_per_shard}")
+    check_sizes(num_episodes, episodes_per_shard, frames_per_episode, image_size)
     splits = make_splits(num_episodes, seed, val_fraction, test_fraction)
     num_shards = (num_episodes + episodes_per_shard - 1) // episodes_per_shard
     meta = {
@@ -230,11 +344,13 @@ def _write_one_shard(root: str, meta: dict, shard: int, episode_fn: EpisodeFn, p
     return sum(len(ep[FRAMES]) for ep in episodes)
 
 
-def prepare_folder(root: Path, meta: dict) -> list[int]:
+def prepare_folder(root: Path, meta: dict, corrupt: list[int] | None = None) -> list[int]:
     """Create ``root`` (or check that it holds the same settings) and return the shards still to write.
 
-    Raises :class:`DatasetError` for a folder with other settings, foreign files or a corrupt shard; nothing that is
-    already collected is touched.
+    A shard that fails its checks (checksum, HDF5 structure, episode count) is reported on stderr, deleted and
+    returned among the shards to write (its index appended to ``corrupt``): shards are pure functions of the settings
+    and their seeds. Raises :class:`DatasetError` for a folder with other settings or foreign files; nothing that is
+    already collected and intact is touched.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -258,7 +374,14 @@ def prepare_folder(root: Path, meta: dict) -> list[int]:
     for p in root.iterdir():
         if TMP_RE.match(p.name):
             p.unlink()  # a shard that a killed run left half-written
-    scan_folder(root, meta, require_complete=False)
+
+    def redo(path: Path, error: DatasetError) -> None:
+        print(f"imagine-ros: {error}; collecting it again", file=sys.stderr, flush=True)
+        path.unlink()
+        if corrupt is not None:
+            corrupt.append(int(SHARD_RE.match(path.name).group(1)))
+
+    scan_folder(root, meta, require_complete=False, on_corrupt=redo)
     return [s for s in range(meta["num_shards"]) if not (root / shard_name(s)).exists()]
 
 
@@ -281,8 +404,9 @@ def write_dataset(
 
     t0 = time.perf_counter()
     root = Path(root)
-    todo = prepare_folder(root, meta)
-    report = CollectReport(root=root, shards_total=meta["num_shards"])
+    redone: list[int] = []
+    todo = prepare_folder(root, meta, redone)
+    report = CollectReport(root=root, shards_total=meta["num_shards"], shards_redone=redone)
     report.shards_skipped = [s for s in range(meta["num_shards"]) if s not in todo]
     n_todo_eps = sum(len(_shard_episodes(meta, s)) for s in todo)
     bar = tqdm(total=n_todo_eps, desc=desc, unit="ep", disable=not progress or not todo, dynamic_ncols=True)
@@ -313,9 +437,17 @@ def write_dataset(
 # reading
 
 
-def scan_folder(root: Path, meta: dict, require_complete: bool = True) -> list[Path]:
-    """Check the folder's files against ``meta``; return the shard paths. Foreign or corrupt files raise."""
+def scan_folder(
+    root: Path,
+    meta: dict,
+    require_complete: bool = True,
+    on_corrupt: Callable[[Path, DatasetError], None] | None = None,
+) -> list[Path]:
+    """Check the folder's files against ``meta``, each shard's checksum included; return the shard paths. Foreign
+    files raise; a corrupt shard raises too, or, with ``on_corrupt``, is passed to it and left out. Shards without a
+    checksum (older datasets) are accepted with one warning per dataset and process."""
     shards: list[Path] = []
+    unverified: list[str] = []
     for p in sorted(Path(root).iterdir()):
         if p.name == META_FILE or TMP_RE.match(p.name) or ALLOWED_EXTRA.match(p.name) or p.name.startswith(".meta"):
             continue
@@ -324,8 +456,16 @@ def scan_folder(root: Path, meta: dict, require_complete: bool = True) -> list[P
             raise DatasetError(f"foreign file in dataset folder {root}: {p.name!r} (move it elsewhere)")
         if int(m.group(1)) >= meta["num_shards"]:
             raise DatasetError(f"{p} is beyond the {meta['num_shards']} shards that {META_FILE} describes")
-        _check_shard(p, len(_shard_episodes(meta, int(m.group(1)))))
+        try:
+            if not _check_shard(p, len(_shard_episodes(meta, int(m.group(1))))):
+                unverified.append(p.name)
+        except DatasetError as e:
+            if on_corrupt is None:
+                raise
+            on_corrupt(p, e)
+            continue
         shards.append(p)
+    _warn_unverified(Path(root), unverified)
     if require_complete and len(shards) != meta["num_shards"]:
         missing = sorted(set(range(meta["num_shards"])) - {int(SHARD_RE.match(p.name).group(1)) for p in shards})
         raise DatasetError(
@@ -335,7 +475,10 @@ def scan_folder(root: Path, meta: dict, require_complete: bool = True) -> list[P
     return shards
 
 
-def _check_shard(path: Path, expected_episodes: int) -> None:
+def _check_shard(path: Path, expected_episodes: int) -> bool:
+    """Raise :class:`DatasetError` naming ``path`` unless it is an intact shard of ``expected_episodes`` episodes;
+    return whether its checksum was verified (False: it has none)."""
+    verified = verify_shard(path)
     try:
         with h5py.File(path, "r") as f:
             ok = bool(f.attrs.get("complete", False)) and FRAMES in f
@@ -348,6 +491,7 @@ def _check_shard(path: Path, expected_episodes: int) -> None:
         raise DatasetError(f"corrupt shard {path}: it is not marked complete or lacks {FRAMES!r}")
     if n != expected_episodes:
         raise DatasetError(f"corrupt shard {path}: holds {n} episodes, {META_FILE} says {expected_episodes}")
+    return verified
 
 
 class EpisodeStore:
@@ -386,8 +530,15 @@ class EpisodeStore:
             self._files, self._pid = {}, os.getpid()
         f = self._files.get(shard)
         if f is None:
-            f = self._files[shard] = h5py.File(self.root / shard_name(shard), "r")
+            path = self.root / shard_name(shard)
+            try:
+                f = self._files[shard] = h5py.File(path, "r")
+            except OSError as e:
+                raise DatasetError(f"corrupt shard {path}: cannot be read as HDF5 ({str(e).splitlines()[0]})") from None
         return f
+
+    def _corrupt(self, f: h5py.File, key: str, e: Exception) -> DatasetError:
+        return DatasetError(f"corrupt shard {f.filename}: {key!r} cannot be read ({str(e).splitlines()[0]})")
 
     def _locate(self, index: int) -> tuple[h5py.File, int]:
         if not 0 <= index < len(self):
@@ -400,15 +551,24 @@ class EpisodeStore:
 
     def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         f, offset = self._locate(index)
-        return {k: f[k][offset] for k in (keys or f.keys())}
+        out = {}
+        for k in keys or f.keys():
+            try:
+                out[k] = f[k][offset]
+            except (OSError, RuntimeError) as e:
+                raise self._corrupt(f, k, e) from None
+        return out
 
     def read(self, index: int, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """``key`` of episode ``index`` for time steps [start, stop) (only those chunks are decompressed)."""
         f, offset = self._locate(index)
-        ds = f[key]
-        if ds.ndim == 1:
-            return ds[offset]
-        return ds[offset, start:stop]
+        try:
+            ds = f[key]
+            if ds.ndim == 1:
+                return ds[offset]
+            return ds[offset, start:stop]
+        except (OSError, RuntimeError) as e:
+            raise self._corrupt(f, key, e) from None
 
     def close(self) -> None:
         for f in self._files.values():
