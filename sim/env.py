@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -211,8 +212,12 @@ class PushEnv(gym.Env):
         return float(xy[0]), float(xy[1])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigError(f"reset options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
+        if self.config.task:
+            self._check_task_options(options)  # before anything changes: a refused reset leaves the env as it was
+        super().reset(seed=seed)
         rng = self.np_random
         self._target = np.array([0.55, 0.0, self.hand_low[2] + 0.10]) + np.r_[rng.uniform(-0.1, 0.1, 2), 0.0]
         self._target = np.clip(self._target, self.hand_low, self.hand_high)
@@ -307,16 +312,53 @@ class PushEnv(gym.Env):
                 break
         return q
 
+    def goal_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) xy of the goals a task may have, metres: the bin's floor (an object cannot rest elsewhere;
+        one that leaves the bin is put back)."""
+        sc = self.scene.config
+        centre, half = np.asarray(sc.bin_center, float), np.asarray(sc.bin_size, float) / 2
+        return centre - half, centre + half
+
+    def _check_task_options(self, options: dict) -> None:
+        """Raise :class:`ConfigError` naming the allowed values unless the task reset ``options`` are possible:
+        ``goal`` 2 (x, y) or 3 (x, y, z; z is ignored, the goal lies at the object's height) finite numbers with x, y
+        on the bin's floor (:meth:`goal_range`), ``target_object`` an integer in [0, num_objects), ``hand``
+        ``"default"`` or ``"behind"``; no other keys."""
+        known = ("goal", "target_object", "hand")
+        unknown = sorted(str(k) for k in options if k not in known)
+        if unknown:
+            raise ConfigError(f"unknown reset option(s) {unknown}; known: {', '.join(known)}")
+        lo, hi = self.goal_range()
+        where = f"x in [{lo[0]:.3f}, {hi[0]:.3f}], y in [{lo[1]:.3f}, {hi[1]:.3f}] m (the bin's floor)"
+        if "goal" in options:
+            raw = options["goal"]
+            try:
+                goal = np.asarray(raw, dtype=np.float64)
+            except (TypeError, ValueError):
+                goal = np.full(0, np.nan)
+            if goal.ndim != 1 or goal.shape[0] not in (2, 3) or not np.all(np.isfinite(goal)):
+                raise ConfigError(
+                    f"reset option goal must be 2 or 3 finite numbers (x, y[, z]) with {where}, got {raw!r:.80}"
+                )
+            if np.any(goal[:2] < lo) or np.any(goal[:2] > hi):
+                raise ConfigError(f"reset option goal {goal[:2].tolist()} is outside the workspace: {where}")
+        n = self.config.num_objects
+        if "target_object" in options:
+            k = options["target_object"]
+            if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 0 <= k < n:
+                raise ConfigError(
+                    f"target_object {k!r} out of range: it must be an integer in [0, {n - 1}] (the scene has {n} "
+                    "objects)"
+                )
+        hand = options.get("hand", "default")
+        if not isinstance(hand, str) or hand not in ("default", "behind"):
+            raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r:.80}")
+
     def _setup_task(self, rng: np.random.Generator, options: dict) -> None:
-        known = {"goal", "target_object", "hand"}
-        if set(options) - known:
-            raise ConfigError(f"unknown reset option(s) {sorted(set(options) - known)}; known: {sorted(known)}")
         k = int(options.get("target_object", 0))
         if not 0 <= k < len(self.scene.objects):
             raise ConfigError(f"target_object {k} out of range: the scene has {len(self.scene.objects)} objects")
         hand = options.get("hand", "default")
-        if hand not in ("default", "behind"):
-            raise ConfigError(f"reset option hand must be 'default' or 'behind', got {hand!r}")
         self._target_object = k
         start = np.asarray(self.scene.object_poses()[0][k])
         if "goal" in options:
@@ -405,9 +447,7 @@ class PushEnv(gym.Env):
         return any(c.getClosestPoints(self.scene.robot, body, margin) for body in self.scene.objects)
 
     def step(self, action):
-        a = np.asarray(action, dtype=np.float64).reshape(3)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a}")
+        a = _action(action)
         cfg = self.config
         a = np.clip(a, -cfg.max_step, cfg.max_step)
         start = self._target.copy()
@@ -480,7 +520,10 @@ class PushEnv(gym.Env):
         return count
 
     def _obs(self) -> dict:
-        return {"image": self._image.copy(), "ee_pos": self.scene.ee_position().astype(np.float32)}
+        ee = self.scene.ee_position().astype(np.float32)
+        if not np.all(np.isfinite(ee)):  # never hand out NaN: the physics diverged, the episode cannot go on
+            raise RuntimeError(f"the simulation diverged: the end effector is at {ee.tolist()}; reset the environment")
+        return {"image": self._image.copy(), "ee_pos": ee}
 
     def _info(self, respawned: int) -> dict:
         pos, quat = self.scene.object_poses()
@@ -506,3 +549,18 @@ class PushEnv(gym.Env):
     @property
     def ee_target(self) -> np.ndarray:
         return self._target.copy()
+
+
+def _action(action: Any) -> np.ndarray:
+    """``action`` as a (3,) float64 array; raises ValueError naming the action and the expected shape."""
+    want = "action must be (dx, dy, dz) metres: 3 finite numbers, shape (3,)"
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{want}, got {action!r:.80}") from None
+    if a.size != 3 or a.squeeze().shape != (3,):
+        raise ValueError(f"{want}, got shape {a.shape}")
+    a = a.reshape(3)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{want}, got {a.tolist()}")
+    return a
