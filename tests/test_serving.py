@@ -613,9 +613,12 @@ def test_default_limits_let_the_broker_refuse_what_a_worker_cannot_receive():
     with pytest.raises(ValueError, match="at least max_request_bytes"):  # a worker could not receive what it checks
         Worker(_FakePredictor(), "tcp://127.0.0.1:1", max_message_size=1000, max_request_bytes=1001)
 
-    with running_broker() as broker, running_worker(_FakePredictor(), broker.endpoint) as worker:
-        wait_until(lambda: _workers_of(broker) == [0], 3, "registration")
-        client = MDPClient(broker.endpoint, timeout=10, retries=0)
+    # slow heartbeats: moving 64 MiB through ZeroMQ can take longer than HB * liveness on a loaded machine, and a
+    # worker silent that long would be expired (this test is about limits, not liveness)
+    slow = {"heartbeat_interval": 2.0}
+    with running_broker(**slow) as broker, running_worker(_FakePredictor(), broker.endpoint, **slow) as worker:
+        wait_until(lambda: _workers_of(broker) == [0], 5, "registration")
+        client = MDPClient(broker.endpoint, timeout=20, retries=0)
         header = FAKE_BODY[0]
         err = codec.decode_reply(client.request("fake", [header, bytes(limit + 1 - len(header))]))
         assert err.type == "error" and err.fields["code"] == "too_large" and "broker's limit" in err.fields["message"]
