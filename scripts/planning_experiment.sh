@@ -3,7 +3,7 @@
 # split, then plan-eval on 30 tasks (env seeds 100-129, never used in training or tuning), the planners split over two
 # processes that see the same tasks, merged into one table; then the replanning benchmark.
 #
-#   DATA=data/plan5k CKPT=imagine_ros/data/demo/model.json OLD=imagine_ros/data/imagineflow_gt/model.json \
+#   DATA=data/plan5k CKPT=imagine_ros/data/demo/model.json OLD=imagine_ros/data/imagineflow_maps/model.json \
 #     VD=imagine_ros/data/visual_dynamics/model.json FLOWNET=imagine_ros/data/flownet/flownet.json \
 #     OUT=results/planning scripts/planning_experiment.sh
 #
