@@ -84,25 +84,6 @@ def _need_extra() -> None:
         ) from None
 
 
-def _tmp_beside(out: Path) -> Path:
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise DatasetError(f"{out} exists already; choose another --out (an existing folder is never overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise DatasetError(f"{out} appeared while it was being written; it was left untouched")
-    if out.exists():
-        out.rmdir()  # an empty folder given as --out
-    os.rename(tmp, out)
-
-
 def _feature_stats(x: np.ndarray, image: bool = False) -> dict[str, Any]:
     """LeRobot's per-feature statistics: over frames (and pixels for images, per channel in [0, 1])."""
     x = np.asarray(x, np.float64)
@@ -203,15 +184,15 @@ def export_lerobot(
     cfg = config or ExportConfig()
     cfg.check()
     _need_extra()
-    from imagine_ros.sim.storage import EpisodeStore
+    from imagine_ros.sim.storage import EpisodeStore, move_into_place, staging_folder
 
     t0 = time.perf_counter()
     out = Path(out)
     store = EpisodeStore(data)
-    tmp = _tmp_beside(out)
+    tmp = staging_folder(out)
     try:
         summary = _export(store, tmp, out, cfg, progress)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except ImagineRosError:
         raise
     except Exception as e:
@@ -613,18 +594,19 @@ def import_lerobot(
     info = read_info(src)
     image_key, image_dtype = _pick_image_key(info, cfg.image_key, src)
     ee_idx = _ee_indices(info, cfg, src)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise DatasetError(f"{out} exists already; choose another --out (an existing folder is never overwritten)")
+    from imagine_ros.sim.storage import move_into_place, refuse_existing_out, staging_folder
+
+    refuse_existing_out(out)
     try:
         episodes, data = _read_tables(src, info)
     except ImagineRosError:
         raise
     except Exception as e:
         raise DatasetError(f"cannot read the LeRobot folder {src}: {_one_line(e)}") from None
-    tmp = _tmp_beside(out)
+    tmp = staging_folder(out)
     try:
         summary = _import(src, info, episodes, data, image_key, image_dtype, ee_idx, tmp, out, cfg, progress)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except ImagineRosError:
         raise
     except Exception as e:

@@ -364,8 +364,9 @@ def import_bag(
     bag, out = Path(bag), Path(out)
     if not bag.exists():
         raise DatasetError(f"no bag at {bag}")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise DatasetError(f"{out} exists already; choose another --out (an existing folder is never overwritten)")
+    from imagine_ros.sim.storage import refuse_existing_out
+
+    refuse_existing_out(out)
     typestore = ros_msgs.get_typestore(cfg.distro)
     try:
         reader = AnyReader([bag], default_typestore=typestore)
@@ -553,7 +554,15 @@ def _import(reader: Any, bag: Path, out: Path, cfg: ImportConfig, progress: bool
 
     # --- pass 2: the frames
     from imagine_ros.pipeline import prepare_image
-    from imagine_ros.sim.storage import _atomic_write_text, new_meta, scan_folder, shard_name, write_shard
+    from imagine_ros.sim.storage import (
+        _atomic_write_text,
+        move_into_place,
+        new_meta,
+        scan_folder,
+        shard_name,
+        staging_folder,
+        write_shard,
+    )
 
     num_eps, n_frames, size = len(plan.grid_ns), cfg.episode_frames, cfg.image_size
     slots: dict[int, list[tuple[int, int]]] = {}  # bag-order image index -> (episode, frame) slots
@@ -564,11 +573,7 @@ def _import(reader: Any, bag: Path, out: Path, cfg: ImportConfig, progress: bool
     remaining = np.full(num_eps, n_frames, np.int64)
     transform = None
     source_size = None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = staging_folder(out)
     try:
         # meta first: splits need only the number of episodes; shards are written as they complete
         camera = _camera_meta(infos, info_topic, first_image, tf, ee_frame, lo_ns, max_age_ns, cfg)
@@ -657,11 +662,7 @@ def _import(reader: Any, bag: Path, out: Path, cfg: ImportConfig, progress: bool
         except OSError as err:
             raise DatasetError(f"cannot write {out}: {_one_line(err)}") from None
         scan_folder(tmp, meta, require_complete=True)
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-            raise DatasetError(f"{out} appeared while the bag was being imported; it was left untouched")
-        if out.exists():
-            out.rmdir()  # an empty folder given as --out
-        os.rename(tmp, out)
+        move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -128,6 +129,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def refuse_existing_out(out: Path) -> None:
+    """Raise DatasetError when ``out`` exists and is not an empty folder (an output folder is never overwritten)."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise DatasetError(f"{out} exists already; choose another --out (an existing folder is never overwritten)")
+
+
+def staging_folder(out: Path) -> Path:
+    """A fresh hidden folder beside ``out`` to build an output in (``out`` itself must not exist, or be empty); hand it
+    to :func:`move_into_place` when complete, remove it otherwise. Importers use it so that nothing partial is left."""
+    refuse_existing_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the complete folder ``tmp`` (:func:`staging_folder`) to ``out``, unless ``out`` appeared meanwhile."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise DatasetError(f"{out} appeared while it was being written; it was left untouched")
+    if out.exists():
+        out.rmdir()  # an empty folder given as --out
+    os.rename(tmp, out)
 
 
 def _fsync_dir(path: Path) -> None:
