@@ -235,7 +235,7 @@ class Predictor:
         else:
             flows = self._dis(images, frames)
             source = "dis"
-        if not np.isfinite(flows).all():
+        if source != "native" and not np.isfinite(flows).all():  # native flows were checked above
             raise PredictionError(f"the {source} flows of this prediction hold NaN or infinite values")
         masks = out.masks[..., 0, :, :].float().cpu().numpy() if out.masks is not None else None
         total = time.perf_counter() - t0
