@@ -9,7 +9,9 @@ Convention (the same as :func:`~imagine_ros.flow.dis_flows`): the forward flow o
 displacement ``(dx, dy)`` in pixels (x right, y down) to where that surface point is in the second image, so
 ``second(p + flow(p)) ≈ first(p)``. :meth:`FlowNet.estimate` has ``dis_flows``'s signature and can stand in for it
 anywhere (:class:`imagine_ros.predictor.Predictor` ``flow_net``, :class:`imagine_ros.planning.runner.ReflowPredictor`);
-predictions with its flows carry ``flow_source == "flownet"``.
+predictions with its flows carry ``flow_source == "flownet"``. The network and its files import no training code (a
+:class:`~imagine_ros.predictor.Predictor` loads one without the dataset code or the simulator); the training part
+(:class:`FlowPairs`, :func:`validate_flownet`, :func:`train_flownet`) imports :mod:`imagine_ros.training` when called.
 
 Files: ``NAME.json`` (format, config, ``meta``: training command, data, steps, validation figures) and
 ``NAME.safetensors`` (weights); never pickle (:func:`save_flownet`, :func:`load_flownet`).
@@ -55,14 +57,7 @@ from imagine_ros.models.checkpoint import (
     sha256_file,
     state_tensors,
 )
-from imagine_ros.training.clips import (
-    GT_FLOW,
-    PAIR_FRAME,
-    VISIBLE,
-    ClipDataset,
-    frames_to_tensor,
-    tensor_to_frames,
-)
+from imagine_ros.models.frames import frames_to_tensor, tensor_to_frames
 
 FORMAT_NAME = "imagine_ros.flownet"
 FORMAT_VERSION = 1
@@ -294,6 +289,8 @@ class FlowPairs(Dataset):
     ``image_size`` (flows in that size's pixels)."""
 
     def __init__(self, data: str | os.PathLike, split: str, horizon: int, image_size: int):
+        from imagine_ros.training.clips import GT_FLOW, ClipDataset  # training only: kept off the inference imports
+
         # a ground-truth key: a dataset without ground truth is refused here, saying what it lacks
         self.clips = ClipDataset(data, split, horizon=horizon, image_size=image_size, keys=(X0, GT_FLOW), eta="reached")
         self.horizon = self.clips.horizon
@@ -326,6 +323,7 @@ def validate_flownet(
     {"net" | "dis" | "zero": {"all": px, "moving": px}}} (JSON-safe; None where there was no such pixel).
     """
     from imagine_ros.flow import dis_flows
+    from imagine_ros.training.clips import GT_FLOW, PAIR_FRAME, VISIBLE
 
     ds = FlowPairs(data, split, horizon, net.config.image_size)
     items = ds.draw(min(int(pairs), len(ds)), np.random.default_rng([int(seed), 0x7A1]))
@@ -438,6 +436,7 @@ def train_flownet(
     from tqdm.auto import tqdm
 
     from imagine_ros.predictor import resolve_device
+    from imagine_ros.training.clips import GT_FLOW, PAIR_FRAME
     from imagine_ros.training.train_state import load_train_state
 
     cfg = FlowNetConfig.preset(config) if isinstance(config, str) else config

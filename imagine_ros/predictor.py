@@ -17,8 +17,9 @@ from imagine_ros.errors import ConfigError, ImagineRosError
 from imagine_ros.flow import dis_flows
 from imagine_ros.flownet import FlowNet, load_flownet
 from imagine_ros.models.base import Method
+from imagine_ros.models.conditioning import ConditionNormalizer
+from imagine_ros.models.frames import tensor_to_frames
 from imagine_ros.prediction import Prediction
-from imagine_ros.training.clips import ConditionNormalizer, tensor_to_frames
 
 #: η (a condition of an η model) may lie at most this many training standard deviations from the training mean in each
 #: dimension (:meth:`Predictor.predict` refuses it otherwise with a ValueError, ``bad_request`` on the wire). The

@@ -206,8 +206,8 @@ class Method(nn.Module, ABC):
     @property
     def condition_kind(self) -> str:
         """What the condition is: ``"eta"``, the end-effector target η (normalised by the data's
-        :class:`~imagine_ros.training.clips.ConditionNormalizer`; every conditioned method), ``"direction"``, a one-hot
-        push-direction class (ImaGINator's paper-style label), or ``""`` for a model without one."""
+        :class:`~imagine_ros.models.conditioning.ConditionNormalizer`; every conditioned method), ``"direction"``, a
+        one-hot push-direction class (ImaGINator's paper-style label), or ``""`` for a model without one."""
         return "eta" if self.config.condition_dim else ""
 
     def sample_flows(

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from imagine_ros.errors import ConfigError, ImagineRosError
 from imagine_ros.models import get_method
 from imagine_ros.models.base import Method
+from imagine_ros.models.conditioning import ConditionNormalizer
 
 FORMAT_NAME = "imagine_ros.checkpoint"
 FORMAT_VERSION = 1
@@ -183,8 +184,6 @@ def check_normalizer(meta_path: Path, model: Method, description: Any) -> None:
     normaliser whose mean and std are finite, of magnitude <= MAX_NORMALIZER_VALUE, with std >= MIN_NORMALIZER_STD
     (after its ``min_std`` floor) and, for a model conditioned on η, ``condition_dim`` long. (Push-direction and
     unconditioned models ignore the normaliser, so its length is not theirs.)"""
-    from imagine_ros.training.clips import ConditionNormalizer
-
     if description is None:
         return
     try:

@@ -36,7 +36,9 @@ is a clip only where a segment starts (``eta_start``), and η is that segment's 
 the default for such data): exactly what the planner sends. Elsewhere (BAIR-style data, or ``eta="reached"``) every
 window is a clip and η is where the hand is at its last frame.
 
-Pixel values map ``uint8 v -> v / 127.5 - 1`` (0 -> -1, 255 -> 1); :func:`tensor_to_frames` inverts it.
+Pixel values map ``uint8 v -> v / 127.5 - 1`` (0 -> -1, 255 -> 1; :mod:`imagine_ros.models.frames`, where
+:func:`~imagine_ros.models.frames.tensor_to_frames` inverts it). The condition normaliser is
+:class:`imagine_ros.models.conditioning.ConditionNormalizer` (checkpoint metadata, beside the models).
 Only the frames a window needs are read (HDF5 chunks are one frame each), and the HDF5 files are opened lazily in each
 process, so a :class:`ClipDataset` can be handed to a ``DataLoader`` with worker processes.
 """
@@ -44,10 +46,9 @@ process, so a :class:`ClipDataset` can be handed to a ``DataLoader`` with worker
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,9 +57,13 @@ from torch.utils.data import Dataset
 
 from imagine_ros.constants import ACTIONS, CLIP_ACTIONS, CONDITION, EE, EE_POS, FRAMES, FUTURE, SPLITS, X0
 from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.models.conditioning import DEFAULT_MIN_STD, NORMALIZER_TYPE, ConditionNormalizer  # noqa: F401
+from imagine_ros.models.frames import frames_to_tensor, resize_images, tensor_to_frames  # noqa: F401
 from imagine_ros.sim.ground_truth import DEPTH, GT_KEYS, INSTANCE, PART_IDS, PART_POSE, forward_flow, part_index
 from imagine_ros.sim.storage import EpisodeStore
 
+# DEFAULT_MIN_STD, NORMALIZER_TYPE and tensor_to_frames are imported above only to be re-exported, for the callers that
+# still import them from here; their home is imagine_ros.models.conditioning / imagine_ros.models.frames.
 ETA_START = "eta_start"  # the collection's keys (imagine_ros.sim.collect); repeated to keep this import light
 ETA_TARGET = "eta_target"
 
@@ -102,32 +107,10 @@ PAIR_FRAME = "frame"
 #: Ground-truth clip keys (datasets recorded with ground truth only).
 GT_CLIP_KEYS: tuple[str, ...] = (GT_FLOW, VISIBLE, GT_FLOW_BACK, VISIBLE_BACK, PART_KIND)
 ETA_MODES = ("auto", "commanded", "reached")
-#: Default floor of the normaliser's standard deviation, in the data's units (metres: 1 mm).
-DEFAULT_MIN_STD = 1e-3
-NORMALIZER_TYPE = "condition_normalizer"
-
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # pixels
-
-
-def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 RGB frames ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [-1, 1] (``v / 127.5 - 1``)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-    if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-1] != 3:
-        raise ValueError(f"frames must be (..., H, W, 3) uint8, got {tuple(x.shape)} {x.dtype}")
-    return x.movedim(-1, -3).to(torch.float32).div(127.5).sub(1.0).contiguous()
-
-
-def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
-    """float ``(..., 3, H, W)`` in [-1, 1] -> uint8 RGB ``(..., H, W, 3)`` (clipped, rounded; inverts
-    :func:`frames_to_tensor` exactly)."""
-    if x.ndim < 3 or x.shape[-3] != 3:
-        raise ValueError(f"images must be (..., 3, H, W), got {tuple(x.shape)}")
-    v = ((x.detach().to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return v.movedim(-3, -1).cpu().numpy()
 
 
 def _size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -146,132 +129,6 @@ def _size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None
     if min(pair) < 1:
         raise ConfigError(f"image_size must be positive, got {image_size!r}")
     return pair
-
-
-def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``(N, 3, H, W)`` images to ``size = (h, w)`` with area interpolation (box average when shrinking)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="area")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# condition normaliser
-
-
-class ConditionNormalizer:
-    """Per-dimension standardisation ``(x - mean) / std`` of the condition eta (end-effector positions).
-
-    Fitted on the training split (:meth:`fit`) and stored in checkpoints (:meth:`to_dict` is JSON-safe). ``std`` is
-    floored at ``min_std`` so that a dimension that never varies (e.g. Shapes' all-zero ee_pos) is only centred, never
-    divided by zero. Works on numpy arrays and torch tensors ``(..., C)``; returns the input's type, dtype and device.
-    """
-
-    def __init__(self, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray, min_std: float = 0.0):
-        mean = np.asarray(mean, dtype=np.float64)
-        std = np.asarray(std, dtype=np.float64)
-        if mean.ndim != 1 or mean.shape != std.shape or mean.size == 0:
-            raise ConfigError(f"normaliser mean and std must be equal-length vectors, got {mean.shape}, {std.shape}")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-            raise ConfigError("normaliser mean and std must be finite")
-        min_std = float(min_std)
-        if not (math.isfinite(min_std) and min_std >= 0):
-            raise ConfigError(f"normaliser min_std must be finite and >= 0, got {min_std}")
-        std = np.maximum(std, min_std)
-        if (std <= 0).any():
-            raise ConfigError(f"normaliser std must be > 0, got {std.tolist()} (use min_std > 0)")
-        self.mean, self.std, self.min_std = mean, std, min_std
-
-    @property
-    def dim(self) -> int:
-        return int(self.mean.size)
-
-    @classmethod
-    def fit(
-        cls,
-        store: EpisodeStore,
-        indices: Iterable[int] | None = None,
-        key: str = EE_POS,
-        min_std: float = DEFAULT_MIN_STD,
-    ) -> ConditionNormalizer:
-        """Mean and (population) std per dimension of ``key`` over every frame of episodes ``indices``.
-
-        indices: episode indices, default ``store.split("train")`` (never fit on val/test). Raises
-        :class:`DatasetError` when there are none.
-        """
-        idx = store.split("train") if indices is None else [int(i) for i in indices]
-        if not idx:
-            raise DatasetError(f"cannot fit a condition normaliser on no episodes of {store.root}")
-        total, total_sq, count = None, None, 0
-        for i in idx:
-            v = np.asarray(store.read(i, key), dtype=np.float64)
-            v = v.reshape(-1, v.shape[-1])
-            total = v.sum(0) if total is None else total + v.sum(0)
-            total_sq = (v * v).sum(0) if total_sq is None else total_sq + (v * v).sum(0)
-            count += len(v)
-        mean = total / count
-        var = np.maximum(total_sq / count - mean * mean, 0.0)
-        return cls(mean, np.sqrt(var), min_std=min_std)
-
-    def _prepare(self, x: ArrayT) -> tuple[ArrayT, Any, Any]:
-        """``x`` as a float array/tensor (integers become float32) and mean, std in its dtype and device."""
-        if not isinstance(x, torch.Tensor):
-            x = np.asarray(x)
-        if tuple(x.shape[-1:]) != (self.dim,):
-            raise ValueError(f"condition must be (..., {self.dim}), got shape {tuple(x.shape)}")
-        if isinstance(x, torch.Tensor):
-            x = x if x.is_floating_point() else x.to(torch.float32)
-            return (
-                x,
-                torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
-                torch.as_tensor(self.std, dtype=x.dtype, device=x.device),
-            )
-        x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
-        return x, self.mean.astype(x.dtype), self.std.astype(x.dtype)
-
-    def normalize(self, x: ArrayT) -> ArrayT:
-        """``(x - mean) / std``; x: (..., C) numpy array or torch tensor (integer input becomes float32)."""
-        x, mean, std = self._prepare(x)
-        return (x - mean) / std
-
-    def denormalize(self, x: ArrayT) -> ArrayT:
-        """``x * std + mean``, the inverse of :meth:`normalize`."""
-        x, mean, std = self._prepare(x)
-        return x * std + mean
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe description (plain floats; float64 values round-trip exactly through ``json``)."""
-        return {
-            "type": NORMALIZER_TYPE,
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-            "min_std": self.min_std,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ConditionNormalizer:
-        """Rebuild from :meth:`to_dict` output (e.g. a checkpoint's JSON); malformed input raises ConfigError."""
-        if not isinstance(d, Mapping) or d.get("type", NORMALIZER_TYPE) != NORMALIZER_TYPE:
-            raise ConfigError(f"not a condition normaliser description: {d!r}")
-        missing = [k for k in ("mean", "std") if k not in d]
-        if missing:
-            raise ConfigError(f"condition normaliser description lacks {missing[0]!r}")
-        try:
-            return cls(d["mean"], d["std"], min_std=d.get("min_std", 0.0))
-        except (TypeError, ValueError) as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"malformed condition normaliser description ({e})") from None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ConditionNormalizer):
-            return NotImplemented
-        return (
-            np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
-        ) and self.min_std == other.min_std
-
-    def __repr__(self) -> str:
-        return f"ConditionNormalizer(mean={self.mean.tolist()}, std={self.std.tolist()}, min_std={self.min_std})"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
