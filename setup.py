@@ -1,7 +1,7 @@
 """imagine_ros: an ament_python ROS 2 package that is also a plain pip package.
 
 ``sim/``, ``models/`` and ``training/`` live at the top level and are reached through committed relative symlinks
-inside ``imagine_ros/`` so that the only import name is ``imagine_ros`` (see ../shared/STYLE.md).
+inside ``imagine_ros/`` so that the only import name is ``imagine_ros`` (see docs/architecture.md).
 """
 
 from glob import glob
@@ -54,9 +54,11 @@ setup(
             "pyarrow>=14",
             "setuptools>=64",
             "wheel",
+            "mkdocs>=1.6",  # the docs extra, so that CI builds the documentation (tests/test_docs_site.py)
         ],
         "bench": ["panda-gym>=3.0"],
         "lerobot": ["av>=12", "pyarrow>=14"],  # export-lerobot / import-lerobot (MP4 and parquet)
+        "docs": ["mkdocs>=1.6"],  # mkdocs serve / mkdocs build --strict (mkdocs.yml)
     },
     entry_points={
         "console_scripts": [

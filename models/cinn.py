@@ -1,6 +1,6 @@
 """``cinn``: image-to-video synthesis with a conditional invertible network (Dorkenwald et al., CVPR 2021).
 
-Two stages (spec: ``shared/specs/cinn.md``), all parts in one module so that one checkpoint holds them:
+Two stages (documented in ``docs/methods/cinn.md``), all parts in one module so that one checkpoint holds them:
 
 stage 1 - conditional video VAE-GAN, trained with :class:`~imagine_ros.training.steps.cinn.CINNStep` ``stage=1``
     ``encoder``   q(z | X): 3D ResNet (BasicBlocks, GroupNorm) on the T future frames (not x0) -> mean, log-variance

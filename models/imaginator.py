@@ -1,6 +1,6 @@
 """``imaginator``: ImaGINator (Wang, Bilinski, Bremond, Dantcheva, WACV 2020), a conditional spatio-temporal GAN.
 
-One step from (image, condition, noise) to a whole video (spec: ``shared/specs/imaginator.md``)::
+One step from (image, condition, noise) to a whole video (documented in ``docs/methods/imaginator.md``)::
 
     encoder      x0 (B, 3, S, S) -> L conv blocks (k4 s2 p1, BN, LeakyReLU 0.2), keeping every map
                  h1 (S/2) ... hL (4 x 4); a valid 4x4 conv on hL -> appearance code a (B, appearance_dim)

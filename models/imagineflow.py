@@ -1,6 +1,6 @@
 """``imagineflow``: unsupervised bi-directional flow generation from one image with occlusion-aware synthesis
-(Sheng et al., "Unsupervised Bi-directional Flow-based Video Generation from one Snapshot"; spec:
-``shared/specs/imagineflow.md``), conditioned on the end-effector target eta.
+(Sheng et al., "Unsupervised Bi-directional Flow-based Video Generation from one Snapshot"; documented in
+``docs/methods/imagineflow.md``), conditioned on the end-effector target eta.
 
 A conditional VAE with four parts (videos inside the model are laid out (B, T, C, H, W))::
 

@@ -1,7 +1,7 @@
 """``visual_dynamics``: the cross convolutional network of Xue, Wu, Bouman and Freeman (Visual Dynamics, TPAMI).
 
 A conditional VAE over the *difference image* ``v = J - I`` between a frame ``I`` and the next frame ``J``
-(spec: ``shared/specs/visual_dynamics.md``)::
+(documented in ``docs/methods/visual-dynamics.md``)::
 
     motion encoder   q(z | I, v)  concat(I, v) -> conv blocks with 2x2 max-pools -> linear conv head at z_size x z_size
                                    -> mean and log-variance, each (z_channels, z_size, z_size) (paper: 128x5x5 = 3200-d)

@@ -2,7 +2,7 @@
 
 BAIR's own policy is a uniform random walk of the hand (``dx, dy ~ U(-0.07, 0.07)`` m per action, a new action every
 two frames, occasional lifts). In a bin of 5-10 cm objects that walk alone moves an object in about two thirds of the
-episodes (../shared/specs/sim.md), so segments of the walk are mixed with object-directed pushes: approach an object
+episodes, so segments of the walk are mixed with object-directed pushes: approach an object
 from the far side at a lifted height, lower the hand, push through it for 8-20 cm at a random speed, lift again. The
 mix keeps the action distribution broad while making most episodes contain contact.
 
