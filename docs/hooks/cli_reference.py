@@ -50,7 +50,7 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
         invocation = formatter._format_action_invocation(action)
         help_text = formatter._expand_help(action) if action.help else ""
         if isinstance(action, (argparse._AppendAction, argparse._ExtendAction)):
-            help_text += " (repeatable)" if "repeatable" not in help_text else ""
+            help_text += "" if "repeat" in help_text else " (repeatable)"
         rows.append(f"| {_code(invocation)} | {_default(action)} | {_escape(help_text)} |")
     if not rows:
         return []
