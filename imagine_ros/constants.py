@@ -20,3 +20,10 @@ CONDITION = "condition"  # (C,) float32, eta = end-effector position at the clip
 CLIP_ACTIONS = "actions"  # (T, A) float32
 
 SPLITS = ("train", "val", "test")
+
+# --- Choices the command line offers (this module imports nothing: ``imagine-ros --help`` loads no torch) -------------
+METHOD_NAMES = ("cinn", "copy_last", "imaginator", "imagineflow", "visual_dynamics")  # = sorted(models.METHODS)
+MODEL_PRESETS = ("tiny", "small", "paper")  # = models.PRESETS, the model config presets of every method
+FLOWNET_PRESETS = ("tiny", "small")  # = flownet.FlowNetConfig.presets
+DESIGNATED_MODES = ("track", "carry", "true")  # planning: how the designated pixel is kept between plans
+SIMULATOR_FLOWS = ("exact", "dis", "flownet")  # planning: flows of the simulator-backed planner

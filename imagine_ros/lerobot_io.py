@@ -39,7 +39,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -108,17 +108,22 @@ def _feature_stats(x: np.ndarray, image: bool = False) -> dict[str, Any]:
 
 @dataclass
 class ExportConfig:
-    """Settings of :func:`export_lerobot` (``--`` flags of ``export-lerobot``)."""
+    """Settings of :func:`export_lerobot` (``export-lerobot``'s flags are made from these fields and their help)."""
 
-    image_key: str = DEFAULT_IMAGE_KEY
-    task: str | None = None  # default: from the dataset's kind
-    fps: float | None = None  # default: 1 / meta.json's frame_period_s
-    vcodec: str = "h264"
-    crf: int = 18
-    pix_fmt: str = "yuv444p"
-    gop: int = 2
-    episodes_per_file: int = 500
-    robot_type: str | None = "panda"
+    image_key: str = field(default=DEFAULT_IMAGE_KEY, metadata={"help": "video feature of the frames"})
+    task: str | None = field(
+        default=None, metadata={"help": "task string of every episode (default: from the dataset's kind)"}
+    )
+    fps: float | None = field(default=None, metadata={"help": "frame rate (default: 1 / meta.json's frame_period_s)"})
+    vcodec: str = field(default="h264", metadata={"help": "video codec", "choices": tuple(sorted(VIDEO_CODECS))})
+    crf: int = field(default=18, metadata={"help": "quality, 0 lossless .. 51 worst"})
+    pix_fmt: str = field(
+        default="yuv444p",
+        metadata={"help": "pixel format; yuv444p keeps colour at full resolution", "choices": PIX_FMTS},
+    )
+    gop: int = field(default=2, metadata={"help": "frames between key frames"})
+    episodes_per_file: int = field(default=500, metadata={"help": "episodes per parquet and MP4 file", "metavar": "N"})
+    robot_type: str | None = field(default="panda", metadata={"help": "info.json's robot_type"})
 
     def check(self) -> None:
         if not self.image_key or "/" in self.image_key:
@@ -859,142 +864,3 @@ def _all_frames(path: Path, fps: float) -> tuple[np.ndarray, np.ndarray]:
     stamps_arr = np.asarray(stamps)
     order = np.argsort(stamps_arr, kind="stable")
     return stamps_arr[order], np.stack(frames)[order]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# command line
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``export-lerobot`` and ``import-lerobot`` to an ``argparse`` subparsers object."""
-    d = ExportConfig()
-    p = subparsers.add_parser(
-        "export-lerobot",
-        help="write a dataset folder as a LeRobot v3.0 dataset (parquet + MP4, meta/info.json, stats, episodes)",
-        description="Write DIR's episodes as a LeRobot v3.0 folder: frames as MP4 video, the end effector as "
-        "observation.state, actions, object positions and η where the dataset has them; splits as episode ranges.",
-    )
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (collect, shapes, import-*)")
-    p.add_argument("--out", required=True, metavar="DIR", help="LeRobot folder to create (must not exist or be empty)")
-    p.add_argument("--image-key", default=d.image_key, help=f"video feature of the frames (default {d.image_key})")
-    p.add_argument("--task", default=None, help="task string of every episode (default: from the dataset's kind)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate (default: 1 / meta.json's frame_period_s)")
-    p.add_argument("--vcodec", default=d.vcodec, choices=sorted(VIDEO_CODECS), help=f"video codec (default {d.vcodec})")
-    p.add_argument("--crf", type=int, default=d.crf, help=f"quality, 0 lossless .. 51 worst (default {d.crf})")
-    p.add_argument(
-        "--pix-fmt",
-        default=d.pix_fmt,
-        choices=PIX_FMTS,
-        help=f"pixel format; yuv444p keeps colour at full resolution (default {d.pix_fmt})",
-    )
-    p.add_argument("--gop", type=int, default=d.gop, help=f"frames between key frames (default {d.gop})")
-    p.add_argument(
-        "--episodes-per-file",
-        type=int,
-        default=d.episodes_per_file,
-        metavar="N",
-        help=f"episodes per parquet and MP4 file (default {d.episodes_per_file})",
-    )
-    p.add_argument("--robot-type", default=d.robot_type, help=f"info.json's robot_type (default {d.robot_type})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cli_export)
-
-    d2 = ImportConfig()
-    q = subparsers.add_parser(
-        "import-lerobot",
-        help="turn a local LeRobot v3.x dataset into a dataset folder: one camera and the end-effector track",
-        description="Read a LeRobot v3.x folder (parquet + MP4 or images) and write a dataset folder that train, "
-        "evaluate, gif and info read: the frames of --image-key brought to --image-size like the prediction node "
-        "does, the end effector from --ee-columns of --state-key, episodes cut into --episode-frames.",
-    )
-    q.add_argument("--src", required=True, metavar="DIR", help="LeRobot dataset folder (with meta/info.json)")
-    q.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create (must not exist or be empty)")
-    q.add_argument("--image-key", default=None, help="image or video feature (default: the only one there is)")
-    q.add_argument("--state-key", default=d2.state_key, help=f"feature holding the end effector (default {STATE})")
-    q.add_argument(
-        "--ee-columns",
-        nargs=3,
-        default=list(d2.ee_columns),
-        metavar=("X", "Y", "Z"),
-        help="entries of --state-key that are the end effector's x y z: indices or names (default 0 1 2)",
-    )
-    q.add_argument(
-        "--action-key",
-        default=d2.action_key,
-        help=f"feature of the actions (default {ACTION}; missing, or 'none': the end effector's displacement)",
-    )
-    q.add_argument(
-        "--episode-frames",
-        type=int,
-        default=None,
-        metavar="N",
-        help="frames per episode: each LeRobot episode is cut into pieces of N, the rest dropped (default: the "
-        "shortest episode's length)",
-    )
-    q.add_argument("--image-size", type=int, default=d2.image_size, metavar="PX", help="square frame side (default 64)")
-    q.add_argument(
-        "--resize",
-        default=d2.resize,
-        choices=["crop", "stretch", "exact"],
-        help="image -> frame, as the prediction node: centred square crop, stretch, or exact size (default crop)",
-    )
-    q.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d2.val_fraction,
-        help="episodes for validation when info.json's splits have no val/test ranges (default 0.1)",
-    )
-    q.add_argument("--test-fraction", type=float, default=d2.test_fraction, help="episodes for testing (default 0.1)")
-    q.add_argument("--seed", type=int, default=d2.seed, help="seed of the split (default 0)")
-    q.add_argument("--shard-size", type=int, default=d2.shard_size, help="episodes per HDF5 shard (default 16)")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.set_defaults(func=_cli_import)
-
-
-def _cli_export(args: Any) -> int:
-    cfg = ExportConfig(
-        image_key=args.image_key,
-        task=args.task,
-        fps=args.fps,
-        vcodec=args.vcodec,
-        crf=args.crf,
-        pix_fmt=args.pix_fmt,
-        gop=args.gop,
-        episodes_per_file=args.episodes_per_file,
-        robot_type=args.robot_type,
-    )
-    s = export_lerobot(args.data, args.out, cfg, progress=not args.no_progress)
-    print(
-        f"wrote {s['out']}: LeRobot {CODEBASE_VERSION}, {s['episodes']} episodes, {s['frames']} frames at "
-        f"{s['fps']:.4g} fps in {s['files']} file(s); features {', '.join(s['features'])}; splits "
-        f"{s['splits']}; task {s['task']!r}\n{s['frames_per_s']:.0f} frames/s, {s['seconds']:.1f} s"
-    )
-    return 0
-
-
-def _cli_import(args: Any) -> int:
-    cfg = ImportConfig(
-        image_key=args.image_key,
-        state_key=args.state_key,
-        ee_columns=tuple(args.ee_columns),
-        action_key=None if str(args.action_key).lower() == "none" else args.action_key,
-        episode_frames=args.episode_frames,
-        image_size=args.image_size,
-        resize=args.resize,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        shard_size=args.shard_size,
-    )
-    s = import_lerobot(args.src, args.out, cfg, progress=not args.no_progress)
-    src = s["source_image_size"]
-    print(
-        f"wrote {s['out']}: {s['episodes']} episodes x {s['frames_per_episode']} frames at {s['fps']:.4g} fps from "
-        f"{s['source_episodes']} LeRobot episodes ({s['splits']['train']}/{s['splits']['val']}/{s['splits']['test']} "
-        f"train/val/test, splits from {s['splits_from']}); {s['image_key']} {src[1]}x{src[0]} -> "
-        f"{s['image_size'][1]}x{s['image_size'][0]}; end effector {s['ee']}; actions: {s['actions']}; "
-        f"η columns: {'yes' if s['eta'] else 'no'}\n"
-        f"dropped: {s['dropped_frames']} frames at episode ends (fewer than --episode-frames)\n"
-        f"{s['frames_per_s']:.0f} frames/s, {s['seconds']:.1f} s"
-    )
-    return 0

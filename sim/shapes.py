@@ -68,7 +68,6 @@ histograms (see their docstrings for the smoothing).
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -447,69 +446,3 @@ def histogram_kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
     p = (p + eps) / (p + eps).sum()
     q = (q + eps) / (q + eps).sum()
     return float(np.sum(p * np.log(p / q)))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# command line
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``imagine-ros shapes`` to ``subparsers``; returns its parser."""
-    d = ShapesConfig()
-    p = subparsers.add_parser(
-        "shapes",
-        help="generate the synthetic Shapes dataset (Visual Dynamics)",
-        description="Generate the synthetic Shapes dataset of Visual Dynamics (circles move vertically, squares "
-        "horizontally, triangles diagonally with the circles) as HDF5 shards; rerun the same command to resume.",
-    )
-    p.add_argument("--out", required=True, type=Path, help="dataset folder (created; resumed if it exists)")
-    p.add_argument("--episodes", required=True, type=int, help="number of episodes")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--shard-size", type=int, default=64, help="episodes per shard file (default 64)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help=f"image side in px (default {d.image_size})")
-    p.add_argument("--frames", type=int, default=d.frames, help=f"frames per episode (default {d.frames})")
-    p.add_argument(
-        "--max-shapes", type=int, default=d.max_shapes, help=f"shapes per image at most (default {d.max_shapes})"
-    )
-    p.add_argument(
-        "--min-shapes",
-        type=int,
-        default=None,
-        help=f"shapes per image at least (default min({d.min_shapes}, --max-shapes))",
-    )
-    p.add_argument(
-        "--max-speed", type=float, default=d.max_speed, help=f"speed limit in px/frame (default {d.max_speed:g})"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cli_shapes)
-    return p
-
-
-def _cli_shapes(args: argparse.Namespace) -> int:
-    default = ShapesConfig()
-    min_shapes = min(default.min_shapes, args.max_shapes) if args.min_shapes is None else args.min_shapes
-    cfg = ShapesConfig(
-        image_size=args.image_size,
-        frames=args.frames,
-        min_shapes=min_shapes,
-        max_shapes=args.max_shapes,
-        max_speed=args.max_speed,
-    )
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    report = collect_shapes(
-        args.out,
-        args.episodes,
-        workers=args.workers,
-        seed=args.seed,
-        shard_size=args.shard_size,
-        config=cfg,
-        progress=not args.no_progress,
-    )
-    print(
-        f"shapes: {report.root}: {args.episodes} episodes x {cfg.frames} frames of {cfg.image_size}x{cfg.image_size} "
-        f"in {report.shards_total} shards ({len(report.shards_written)} written, {len(report.shards_skipped)} "
-        f"already there, {report.frames_written} frames) in {report.seconds:.1f} s"
-    )
-    return 0

@@ -4,7 +4,6 @@ static transform and camera_info read back with readers this project did not wri
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 from pathlib import Path
@@ -14,10 +13,11 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from imagine_ros import ros_msgs
+from imagine_ros.cli import main
 from imagine_ros.constants import ACTIONS, EE_POS, FRAMES, OBJECT_POS
 from imagine_ros.errors import ConfigError, DatasetError
 from imagine_ros.node_params import SIM_PARAMS, TOPIC_QOS, TRANSIENT_LOCAL, defaults
-from imagine_ros.rosbag_export import EPOCH_NS, export_bag, parse_episodes, register_cli, static_qos
+from imagine_ros.rosbag_export import EPOCH_NS, export_bag, parse_episodes, static_qos
 from imagine_ros.sim.storage import EpisodeStore, episode_seed, new_meta, write_dataset
 
 T, H, W, K = 4, 6, 5, 2
@@ -207,14 +207,10 @@ def test_parse_episodes():
 
 
 def test_cli(dataset, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="imagine-ros")
-    register_cli(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "cli_bag"
-    args = parser.parse_args(
-        ["export-bag", "--data", str(dataset), "--out", str(out), "--episodes", "0:2,4", "--storage", "sqlite3",
-         "--frame-period", "0.1", "--no-progress"]
-    )  # fmt: skip
-    assert args.func(args) == 0
+    argv = ["export-bag", "--data", str(dataset), "--out", str(out), "--episodes", "0:2,4", "--storage", "sqlite3",
+            "--frame-period", "0.1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "3 episodes" in lines[0]
     _, msgs, _ = read_bag(out)

@@ -91,7 +91,8 @@ def _setup() -> tuple[dict[str, str], list[tuple[str, str]]]:
 
 
 def _module_file(module: str) -> Path:
-    return ROOT / (module.replace(".", "/") + ".py")
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def _expand(node_name: str, topic: str) -> str:

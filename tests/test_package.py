@@ -64,7 +64,7 @@ def test_wheel_holds_the_subpackages_ament_marker_and_console_script(tmp_path):
         "imagine_ros/sim/storage.py",
         "imagine_ros/models/__init__.py",
         "imagine_ros/training/__init__.py",
-        "imagine_ros/cli.py",
+        "imagine_ros/cli/__init__.py",
     ]:
         assert path in names, path
     data = [n for n in names if ".data/data/share/" in n]

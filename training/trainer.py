@@ -22,14 +22,13 @@ state, RNG state and data order: with the same device and settings the weights e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,84 +39,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from imagine_ros.constants import CONDITION, EE, X0
 from imagine_ros.errors import ConfigError
-from imagine_ros.models import PRESETS, build, get_method
+from imagine_ros.models import build
 from imagine_ros.models.checkpoint import save_checkpoint
 from imagine_ros.training.clips import CLIP_KEYS, ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
+from imagine_ros.training.config import TrainConfig
 from imagine_ros.training.metrics import best_of_n
 from imagine_ros.training.steps import get_step
 from imagine_ros.training.train_state import load_train_state, save_train_state
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a training run (``imagine-ros train`` flags of the same names)."""
-
-    method: str
-    data: str
-    out: str
-    preset: str = "small"
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (``--set key=value``)
-    steps: int = 2000
-    batch_size: int = 16
-    lr: float | None = None  # None: the method's default
-    betas: tuple[float, float] | None = None
-    weight_decay: float = 0.0
-    # "constant", or "cosine": every optimizer's learning rate follows lr * (m + (1 - m) (1 + cos(pi step / steps)) / 2)
-    # from its initial value down to m = lr_min_ratio of it at the last step (a function of the step: resumes exactly)
-    lr_schedule: str = "constant"
-    lr_min_ratio: float = 0.05
-    grad_clip: float | None = None  # max global grad norm per optimizer; 0 disables; None: the method's default
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # mixed precision (bfloat16 autocast) on CUDA; ignored on CPU
-    num_workers: int = 2
-    stride: int = 1  # between clip windows inside an episode
-    log_every: int = 10
-    ckpt_every: int = 250
-    val_every: int = 500
-    val_clips: int = 16
-    val_samples: int = 8  # N of PSNR@N / SSIM@N
-    gif_clips: int = 4
-    keep_checkpoints: int = 2
-    progress: bool = True
-    stage: int | None = None  # training stage for multi-stage methods (cinn: 1 or 2); None: the method's default
-    init: str | None = None  # start from the weights of this checkpoint or run folder (e.g. cinn stage 2)
-
-    def __post_init__(self) -> None:
-        get_method(self.method)
-        get_step(self.method)
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown config preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "val_every", "val_samples", "keep_checkpoints"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.val_clips < 0 or self.gif_clips < 0 or (self.grad_clip or 0) < 0:
-            raise ConfigError("num_workers, val_clips, gif_clips and grad_clip must be >= 0")
-        if self.stage is not None and (
-            not isinstance(self.stage, int) or isinstance(self.stage, bool) or self.stage < 1
-        ):
-            raise ConfigError(f"stage must be a positive integer, got {self.stage!r}")
-        if self.betas is not None:
-            self.betas = tuple(self.betas)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if not 0.0 <= self.lr_min_ratio <= 1.0:
-            raise ConfigError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
-
-    def lr_factor(self, step: int) -> float:
-        """The factor of the initial learning rate for optimizer step ``step`` (0-based) of ``steps``."""
-        if self.lr_schedule == "constant":
-            return 1.0
-        m = self.lr_min_ratio
-        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    #: settings that may change between a run and its resume
-    RESUMABLE_CHANGES = ("steps", "num_workers", "log_every", "val_every", "ckpt_every", "progress", "keep_checkpoints")
 
 
 class ResumableSampler(Sampler[int]):

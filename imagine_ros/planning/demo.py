@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from importlib import resources
@@ -152,56 +151,3 @@ def _write_markdown(out, ckpt, meta, endpoint, cfg, tc, results, paths, seconds)
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="end to end: shipped model served on 127.0.0.1, planned pushes in the simulator, a report folder",
-        description="Load the shipped checkpoint (or --checkpoint), start a local broker + worker, plan a few pushes "
-        "in the simulator through the remote predictor, and write a report (GIFs, success figures, report.md).",
-    )
-    p.add_argument("--checkpoint", default=None, metavar="CKPT", help="eta-conditioned model (default: shipped one)")
-    p.add_argument("--out", default=None, metavar="DIR", help="report folder (default ./imagine-ros-demo-DATE-TIME)")
-    p.add_argument("--tasks", type=int, default=5, help="pushing tasks (default 5)")
-    p.add_argument("--budget", type=int, default=30, help="frames per task (default 30, as plan-eval)")
-    p.add_argument("--execute-steps", type=int, default=3, help="frames executed per plan (default 3)")
-    p.add_argument("--samples", type=int, default=200, help="CEM candidates per iteration (default 200, the paper's)")
-    p.add_argument("--iterations", type=int, default=3, help="CEM iterations (default 3)")
-    p.add_argument("--elites", type=int, default=10, help="CEM elites (default 10)")
-    p.add_argument("--futures", type=int, default=1, help="futures per candidate (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="task i uses env seed SEED+i (default 0)")
-    p.add_argument("--local", action="store_true", help="predict in process instead of through a local broker")
-    p.add_argument("--oracle", action="store_true", help="also run the simulator oracle on the same tasks (slower)")
-    p.add_argument("--no-random", action="store_true", help="leave out the random-action baseline")
-    p.add_argument("--device", default="cpu", help="torch device of the model (default cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cli_demo)
-
-
-def cli_demo(args: argparse.Namespace) -> int:
-    cfg = PlannerConfig(
-        samples=args.samples,
-        iterations=args.iterations,
-        elites=min(args.elites, args.samples),
-        num_futures=args.futures,
-        max_batch=args.samples,
-        execute_steps=args.execute_steps,
-    )
-    out = run_demo(
-        args.checkpoint,
-        args.out,
-        tasks=args.tasks,
-        planner=cfg,
-        budget=args.budget,
-        seed=args.seed,
-        local=args.local,
-        device=args.device,
-        random_baseline=not args.no_random,
-        oracle=args.oracle,
-        progress=not args.no_progress,
-    )
-    print((out / "table.md").read_text(encoding="utf-8"))
-    print(f"demo report: {out / 'report.md'}")
-    print(out)
-    return 0

@@ -24,7 +24,6 @@ alone costs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -36,9 +35,10 @@ from typing import Protocol
 
 import numpy as np
 
+from imagine_ros.constants import DESIGNATED_MODES, SIMULATOR_FLOWS
 from imagine_ros.errors import ConfigError
 from imagine_ros.flow import FLOW_SOURCES, dis_flows
-from imagine_ros.flownet import FlowNet, load_flownet
+from imagine_ros.flownet import FlowNet
 from imagine_ros.planning.cem import CEMPlanner, PlannerConfig, PlanResult
 from imagine_ros.planning.costs import DesignatedTracker, point_map, propagate_map
 from imagine_ros.planning.oracle import OraclePlanner, SimPredictor, eta_actions
@@ -46,9 +46,6 @@ from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import PredictorProtocol
 
 TASK_ENV_ID = "ImagineRos/PushTask-v0"
-DESIGNATED_MODES = ("track", "carry", "true")
-#: Flows of the simulator planner: its ground truth, or estimated from its true frames by DIS or the flow network.
-SIMULATOR_FLOWS = ("exact", "dis", "flownet")
 #: How agent names call estimated flows, by flow source.
 FLOW_LABELS = {"dis": "DIS flows", "flownet": "flow network flows"}
 
@@ -558,7 +555,7 @@ def evaluate(
     return results, recordings
 
 
-# ---------------------------------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------------------------ experiment setup
 def model_agents(
     name: str, predictor: PredictorProtocol, config: PlannerConfig, eta_low, eta_high, flows: str, designated: str
 ) -> list[ModelAgent]:
@@ -588,168 +585,3 @@ def workspace(tc: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
         return env.hand_low.copy(), env.hand_high.copy()
     finally:
         env.close()
-
-
-def add_planner_args(p: argparse.ArgumentParser, samples: int, iterations: int, elites: int) -> None:
-    p.add_argument("--samples", type=int, default=samples, help=f"CEM candidates per iteration (default {samples})")
-    p.add_argument("--iterations", type=int, default=iterations, help=f"CEM iterations (default {iterations})")
-    p.add_argument("--elites", type=int, default=elites, help=f"CEM elites (default {elites})")
-    p.add_argument("--futures", type=int, default=1, help="futures sampled per candidate (default 1)")
-    p.add_argument("--max-batch", type=int, default=200, help="images per predict call (default 200)")
-    p.add_argument("--last-step-weight", type=float, default=10.0, help="weight of the last step's cost (default 10)")
-
-
-def planner_config(args: argparse.Namespace, execute_steps: int) -> PlannerConfig:
-    return PlannerConfig(
-        samples=args.samples,
-        iterations=args.iterations,
-        elites=args.elites,
-        num_futures=args.futures,
-        max_batch=args.max_batch,
-        last_step_weight=args.last_step_weight,
-        execute_steps=execute_steps,
-    )
-
-
-def _checkpoint_name(path: str) -> str:
-    p = Path(path)
-    return p.parent.name if p.stem == "model" else p.stem
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan-eval",
-        help="pushing experiments: random, CEM planners on checkpoints (native/DIS flows) and an oracle, same tasks",
-        description="Run N seeded pushing tasks (ImagineRos/PushTask-v0) with each planner and write table.md, "
-        "results.json, success.png and episode GIFs (prediction beside execution) into OUT.",
-    )
-    p.add_argument(
-        "--checkpoint", action="append", default=[], metavar="CKPT", help="eta-conditioned model (repeatable)"
-    )
-    p.add_argument("--flows", default="both", choices=["native", "dis", "both"], help="flow sources (default both)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--tasks", type=int, default=20, help="number of tasks (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="task i uses env seed SEED+i (default 0)")
-    p.add_argument("--budget", type=int, default=30, help="frames per episode (default 30)")
-    p.add_argument("--execute-steps", type=int, default=3, help="frames executed per plan (default 3)")
-    p.add_argument(
-        "--designated",
-        default="track",
-        choices=list(DESIGNATED_MODES),
-        help="designated pixel between plans: track (carried, re-acquired by colour; default), carry, true",
-    )
-    p.add_argument(
-        "--hand",
-        default="behind",
-        choices=["behind", "default"],
-        help="hand start: behind the object, away from the goal (default), or the env's random raised start",
-    )
-    add_planner_args(p, 200, 3, 10)
-    p.add_argument("--oracle-samples", type=int, default=60, help="oracle CEM candidates (default 60)")
-    p.add_argument("--oracle-iterations", type=int, default=3, help="oracle CEM iterations (default 3)")
-    p.add_argument("--oracle-elites", type=int, default=6, help="oracle CEM elites (default 6)")
-    p.add_argument(
-        "--simulator",
-        type=simulator_flows,
-        default="off",
-        metavar="off|both|exact,dis,flownet",
-        help="also plan with the simulator-backed predictor (true futures, same CEM cost) on its ground-truth flows "
-        "(exact), on DIS flows of its true frames (dis), on flow network flows of its true frames (flownet, needs "
-        "--flow-net); a comma list of these, or both = exact,dis (default off)",
-    )
-    p.add_argument(
-        "--flow-net",
-        default=None,
-        metavar="PATH",
-        help="flow network (imagine-ros flownet's OUT/flownet.json): checkpoints without native flows get their flows "
-        "from it instead of DIS, and --simulator flownet plans on its flows",
-    )
-    p.add_argument("--sim-samples", type=int, default=60, help="simulator planner CEM candidates (default 60)")
-    p.add_argument("--sim-iterations", type=int, default=3, help="simulator planner CEM iterations (default 3)")
-    p.add_argument("--sim-elites", type=int, default=6, help="simulator planner CEM elites (default 6)")
-    p.add_argument("--no-random", action="store_true", help="leave out the random planner")
-    p.add_argument("--no-oracle", action="store_true", help="leave out the oracle")
-    p.add_argument("--gifs", type=int, default=2, help="tasks per planner recorded as GIFs (default 2)")
-    p.add_argument("--device", default="auto", help="torch device of the checkpoints (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cli_plan_eval)
-
-
-def simulator_flows(text: str) -> tuple[str, ...]:
-    """``--simulator``'s value -> the flows of the simulator planners: "off" none, "both" exact and dis, else a comma
-    list of :data:`SIMULATOR_FLOWS` (each once, in the order given)."""
-    if text == "off":
-        return ()
-    if text == "both":
-        return ("exact", "dis")
-    names = [v.strip() for v in text.split(",")]
-    if not all(v in SIMULATOR_FLOWS for v in names):
-        raise argparse.ArgumentTypeError(
-            f"expected off, both or a comma list of {', '.join(SIMULATOR_FLOWS)}, got {text!r}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def _small_cem(args: argparse.Namespace, prefix: str) -> PlannerConfig:
-    """The CEM of a simulator-backed planner from its ``--PREFIX-samples/-iterations/-elites`` flags."""
-    samples = getattr(args, f"{prefix}_samples")
-    return PlannerConfig(
-        samples=samples,
-        iterations=getattr(args, f"{prefix}_iterations"),
-        elites=min(getattr(args, f"{prefix}_elites"), samples),
-        last_step_weight=args.last_step_weight,
-        execute_steps=args.execute_steps,
-    )
-
-
-def cli_plan_eval(args: argparse.Namespace) -> int:
-    from imagine_ros.predictor import Predictor, resolve_device
-
-    if "flownet" in args.simulator and not args.flow_net:
-        raise ConfigError(
-            "--simulator flownet plans on flow network flows: give the network with --flow-net PATH "
-            "(OUT/flownet.json of imagine-ros flownet)"
-        )
-    flow_net = load_flownet(args.flow_net, device=resolve_device(args.device)) if args.flow_net else None
-    predictors = [
-        (_checkpoint_name(c), Predictor.from_checkpoint(c, device=args.device, flow_net=flow_net))
-        for c in args.checkpoint
-    ]
-    horizon = predictors[0][1].horizon if predictors else 10
-    size = predictors[0][1].image_size if predictors else 64
-    tc = TaskConfig(
-        tasks=args.tasks,
-        seed=args.seed,
-        budget=args.budget,
-        execute_steps=args.execute_steps,
-        horizon=horizon,
-        image_size=size,
-        designated=args.designated,
-        hand=args.hand,
-    )
-    cfg = planner_config(args, args.execute_steps)
-    low, high = workspace(tc)
-    agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
-    for name, pred in predictors:
-        agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
-    for flows in args.simulator:
-        agents.append(
-            SimulatorAgent(_small_cem(args, "sim"), low, high, horizon, size, args.designated, flows, flow_net)
-        )
-    if not args.no_oracle:
-        oracle_cfg = _small_cem(args, "oracle")
-        agents.append(OracleAgent(oracle_cfg, horizon))
-    if not agents:
-        raise ConfigError("nothing to evaluate: give --checkpoint or leave the random planner / oracle in")
-    t0 = time.perf_counter()
-    results, recs = evaluate(agents, tc, gifs=args.gifs, progress=not args.no_progress)
-    extra = {
-        "planner_config": cfg.to_dict(),
-        "checkpoints": args.checkpoint,
-        "flow_net": args.flow_net,
-        "seconds": time.perf_counter() - t0,
-    }
-    paths = write_report(results, tc, args.out, recs, extra)
-    print(table(results, tc))
-    print(f"written to {paths['table']}, {paths['results']}, {paths['plot']} and {args.out}/episodes/")
-    return 0

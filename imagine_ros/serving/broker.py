@@ -47,21 +47,20 @@ from typing import Any
 
 import zmq
 
-from imagine_ros.serving import codec
+from imagine_ros.serving import codec, defaults
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.curve import CurveServerKeys, refused_keys
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request may wait for a worker
-DEFAULT_WORKER_CREDIT = 16  # requests a worker may hold at once (2 x the default max_batch of a worker)
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 30  # bytes per inbound frame (replies of large batches pass through the broker too)
-DEFAULT_MAX_QUEUED = 10_000  # requests waiting for a worker, all services together
-# body bytes of one request: not above the worker's default max_message_size (a bigger frame would make ZeroMQ drop the
-# worker's connection), so that what the broker accepts every default worker can receive
-DEFAULT_MAX_REQUEST_BYTES = 64 << 20
-DEFAULT_MAX_QUEUED_BYTES = 1 << 30  # body bytes of every request the broker holds (queued or handed to a worker)
-DEFAULT_WORKER_TIMEOUT = 120.0  # seconds a worker may hold a request before it is taken back
+# the defaults live in imagine_ros.serving.defaults (read by the command line too)
+DEFAULT_REQUEST_TIMEOUT = defaults.REQUEST_TIMEOUT
+DEFAULT_WORKER_CREDIT = defaults.WORKER_CREDIT
+DEFAULT_MAX_MESSAGE_SIZE = defaults.BROKER_MAX_MESSAGE_SIZE
+DEFAULT_MAX_QUEUED = defaults.MAX_QUEUED
+DEFAULT_MAX_REQUEST_BYTES = defaults.MAX_REQUEST_BYTES
+DEFAULT_MAX_QUEUED_BYTES = defaults.MAX_QUEUED_BYTES
+DEFAULT_WORKER_TIMEOUT = defaults.WORKER_TIMEOUT
 MAX_REQUEUE = 1  # a request whose worker died or timed out is queued again this many times, then answered with an error
 MAX_BODY_FRAMES = codec.MAX_ARRAYS + 1  # a header frame and at most MAX_ARRAYS array frames
 RECENT_FAILURES = 10  # handshake failures listed in mmi.stats
@@ -628,27 +627,3 @@ class Broker:
                 s.requests = kept
             if not s.requests and not s.workers:
                 del self._services[name]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m imagine_ros.serving.broker ARGS`` = ``imagine-ros broker ARGS``, without loading the model code
-    (torch) that the full command line imports: the broker starts in a fraction of a second."""
-    import argparse
-    import sys
-
-    from imagine_ros import cli
-    from imagine_ros.errors import ImagineRosError
-
-    parser = argparse.ArgumentParser(prog="imagine-ros")
-    cli._add_broker(parser.add_subparsers(dest="command", required=True))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(["broker", *argv])
-    try:
-        return int(args.func(args) or 0)
-    except ImagineRosError as e:
-        print(f"imagine-ros: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """``LocalCluster``: a broker and N workers of one checkpoint as subprocesses on this machine (``imagine-ros cluster``).
 
-The processes are ``python -m imagine_ros.serving.broker ...`` (= ``imagine-ros broker ...`` without loading torch) and
+The processes are ``python -m imagine_ros.cli broker ...`` (= ``imagine-ros broker ...``, which loads no torch) and
 ``python -m imagine_ros.cli serve ...`` (= ``imagine-ros serve``), so a worker can be killed or the broker restarted
 like any real deployment.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imagine_ros.errors import ImagineRosError
+from imagine_ros.serving import defaults
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.client import MDPClient, RemotePredictor, ServiceUnavailable
 from imagine_ros.serving.curve import CurveClientKeys
@@ -60,12 +61,12 @@ class LocalCluster:
         host: str = "127.0.0.1",
         port: int | None = None,
         service: str | None = None,
-        max_batch: int = 8,
+        max_batch: int = defaults.MAX_BATCH,
         *,
         heartbeat_interval: float = mdp.HEARTBEAT_INTERVAL,
         liveness: int = mdp.HEARTBEAT_LIVENESS,
-        request_timeout: float = 30.0,
-        max_wait_ms: float = 2.0,
+        request_timeout: float = defaults.REQUEST_TIMEOUT,
+        max_wait_ms: float = defaults.MAX_WAIT_MS,
         threads: int | None = None,
         startup_timeout: float = 120.0,
         log_dir: str | Path | None = None,
@@ -106,12 +107,14 @@ class LocalCluster:
         self._logs: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------- processes
-    def _spawn(self, args: list[str], log_name: str, module: str = "imagine_ros.cli") -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         out = open(self.log_dir / log_name, "ab")  # closed in stop()
         self._logs.append(out)
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "imagine_ros.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
 
     def broker_args(self) -> list[str]:
         return [
@@ -156,8 +159,7 @@ class LocalCluster:
         return args + self.extra_worker_args
 
     def start_broker(self) -> subprocess.Popen:
-        # = imagine-ros broker ARGS, without importing torch (see imagine_ros.serving.broker.main)
-        self.broker_process = self._spawn(self.broker_args()[1:], "broker.log", "imagine_ros.serving.broker")
+        self.broker_process = self._spawn(self.broker_args(), "broker.log")
         return self.broker_process
 
     def add_worker(self, extra_args: list[str] | None = None) -> subprocess.Popen:

@@ -49,17 +49,18 @@ import zmq
 
 from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import PredictorProtocol, check_request, condition_kind
-from imagine_ros.serving import codec
+from imagine_ros.serving import codec, defaults
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.curve import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 8  # images per forward pass
-DEFAULT_MAX_WAIT_MS = 2.0  # longest wait for more requests to fill a batch
-DEFAULT_MAX_PIXELS = 1 << 24  # output pixels per request: B * N * T * H * W
-DEFAULT_MAX_MESSAGE_SIZE = 64 << 20  # bytes per inbound frame (requests)
-DEFAULT_MAX_REQUEST_BYTES = 64 << 20  # body bytes per request (= the broker's default)
+# the defaults live in imagine_ros.serving.defaults (read by the command line too)
+DEFAULT_MAX_BATCH = defaults.MAX_BATCH
+DEFAULT_MAX_WAIT_MS = defaults.MAX_WAIT_MS
+DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS
+DEFAULT_MAX_MESSAGE_SIZE = defaults.WORKER_MAX_MESSAGE_SIZE
+DEFAULT_MAX_REQUEST_BYTES = defaults.WORKER_MAX_REQUEST_BYTES
 RECONNECT_MIN_S = 0.1  # first wait before a new socket after a lost connection or a refused handshake
 RECONNECT_MAX_S = 5.0  # the back-off doubles up to this while the broker does not answer
 STOP_LINGER_MS = 500  # how long the last socket may keep sending (the DISCONNECT) after stop
