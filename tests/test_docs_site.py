@@ -67,7 +67,8 @@ def test_the_pages_are_found():
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
     assert {"README.md", "docs/index.md", "docs/architecture.md", "docs/methods/imagineflow.md"} <= names
     placeholder = (ROOT / "docs" / "reference" / "cli.md").read_text(encoding="utf-8")
-    assert "generated" in placeholder and "## `imagine-ros" not in placeholder, "commit the placeholder, not the reference"
+    assert "generated" in placeholder, "docs/reference/cli.md is the placeholder of the generated reference"
+    assert "## `imagine-ros" not in placeholder, "commit the placeholder, never the generated reference"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
