@@ -13,6 +13,7 @@ from imagine_ros.errors import ConfigError
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from imagine_ros.models.cinn import CINN, CINNConfig
+from imagine_ros.models.conditioning import ConditionNormalizer
 from imagine_ros.models.invertible import (
     ActNorm,
     ConditionalINN,
@@ -22,7 +23,6 @@ from imagine_ros.models.invertible import (
     nll,
 )
 from imagine_ros.predictor import Predictor
-from imagine_ros.training.clips import ConditionNormalizer
 from imagine_ros.training.steps.cinn import CINNStep
 from imagine_ros.training.trainer import TrainConfig
 

@@ -12,19 +12,12 @@ from torch.utils.data import DataLoader
 
 from imagine_ros.constants import ACTIONS, CLIP_ACTIONS, CONDITION, EE, EE_POS, FRAMES, FUTURE, SPLITS, X0
 from imagine_ros.errors import ConfigError, DatasetError
+from imagine_ros.models.conditioning import DEFAULT_MIN_STD, ConditionNormalizer
+from imagine_ros.models.frames import frames_to_tensor, tensor_to_frames
 from imagine_ros.sim.collect import collect_push
 from imagine_ros.sim.shapes import ShapesConfig, collect_shapes
 from imagine_ros.sim.storage import EpisodeStore
-from imagine_ros.training.clips import (
-    DEFAULT_MIN_STD,
-    EPISODE,
-    START,
-    ClipDataset,
-    ConditionNormalizer,
-    fixed_clips,
-    frames_to_tensor,
-    tensor_to_frames,
-)
+from imagine_ros.training.clips import EPISODE, START, ClipDataset, fixed_clips
 
 FRAMES_PER_EPISODE = 6
 

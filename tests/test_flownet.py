@@ -21,11 +21,11 @@ from imagine_ros.flownet import (
 )
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import CheckpointError, save_checkpoint
+from imagine_ros.models.frames import frames_to_tensor
 from imagine_ros.planning.cem import PlannerConfig
 from imagine_ros.planning.runner import ReflowPredictor, SimulatorAgent, model_agents
 from imagine_ros.predictor import Predictor
 from imagine_ros.sim.collect import collect_push, policy_settings
-from imagine_ros.training.clips import frames_to_tensor
 
 RNG = np.random.default_rng(0)
 

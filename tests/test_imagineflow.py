@@ -606,7 +606,7 @@ def test_flow_supervision_pulls_flows_towards_dis_of_the_clip():
 
     out = {"source": x0[:1], "target": future[:1, 1], "flow_f": None}
     from imagine_ros.flow import dis_flows
-    from imagine_ros.training.clips import tensor_to_frames
+    from imagine_ros.models.frames import tensor_to_frames
 
     exact = dis_flows(tensor_to_frames(out["target"])[0], tensor_to_frames(out["source"]))
     out["flow_b"] = torch.from_numpy(exact).permute(0, 3, 1, 2)

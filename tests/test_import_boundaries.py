@@ -78,13 +78,17 @@ for flow_net in (None, sys.argv[2]):
 
 
 def test_the_serving_worker_imports_no_training_code(checkpoint):
+    # what ``imagine-ros serve`` does before it runs the worker (imagine_ros.cli.serve.run_serve)
     code = """
 import sys
+from imagine_ros.cli import serve
 from imagine_ros.predictor import Predictor
-from imagine_ros.serving import RemotePredictor, Worker
-from imagine_ros.serving import cluster, worker
+from imagine_ros.serving import RemotePredictor, Worker, cluster
 
-Predictor.from_checkpoint(sys.argv[1], device="cpu")
+predictor = Predictor.from_checkpoint(sys.argv[1], device="cpu")
+worker = Worker(predictor, "tcp://127.0.0.1:9")
+assert worker.service == "visual_dynamics"
+worker.context.term()
 """
     assert imported(code, str(checkpoint[0])) == []
 

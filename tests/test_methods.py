@@ -10,8 +10,8 @@ from imagine_ros.errors import ConfigError
 from imagine_ros.flow import dis_flows
 from imagine_ros.models import METHODS, build, get_method
 from imagine_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from imagine_ros.models.conditioning import ConditionNormalizer
 from imagine_ros.predictor import Predictor, PredictorProtocol
-from imagine_ros.training.clips import ConditionNormalizer
 
 NAMES = sorted(METHODS)
 

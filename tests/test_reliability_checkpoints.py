@@ -21,8 +21,8 @@ from imagine_ros.flownet import load_flownet
 from imagine_ros.models import METHODS, build
 from imagine_ros.models.base import MAX_HORIZON
 from imagine_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_file
+from imagine_ros.models.conditioning import ConditionNormalizer
 from imagine_ros.predictor import MAX_ETA_STD, PredictionError, Predictor
-from imagine_ros.training.clips import ConditionNormalizer
 
 DATA = Path(__file__).resolve().parents[1] / "imagine_ros" / "data"
 NORM = ConditionNormalizer([0.55, 0.0, 0.04], [0.09, 0.09, 0.03], min_std=0.001)

@@ -40,7 +40,7 @@ class TransferResult:
 def _clip(store, episode: int, start: int, horizon: int, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """Frames ``start .. start + horizon`` of ``episode`` as (1 + horizon, 3, size, size) in [-1, 1], and the
     end-effector position of the last one (3,) metres."""
-    from imagine_ros.training.clips import frames_to_tensor, resize_images
+    from imagine_ros.models.frames import frames_to_tensor, resize_images
 
     n = store.frames_per_episode
     if not 0 <= episode < len(store):
@@ -70,8 +70,9 @@ def transfer_episodes(
     import torch
 
     from imagine_ros.models.checkpoint import load_checkpoint
+    from imagine_ros.models.conditioning import ConditionNormalizer
+    from imagine_ros.models.frames import tensor_to_frames
     from imagine_ros.sim.storage import EpisodeStore
-    from imagine_ros.training.clips import ConditionNormalizer, tensor_to_frames
 
     ckpt = load_checkpoint(checkpoint, device=device)
     model = ckpt.model

@@ -123,9 +123,10 @@ def controllability(
     """
     from tqdm.auto import tqdm
 
+    from imagine_ros.models.frames import tensor_to_frames
     from imagine_ros.predictor import conditions_for
     from imagine_ros.sim.storage import EpisodeStore
-    from imagine_ros.training.clips import EPISODE, START, ClipDataset, fixed_clips, tensor_to_frames
+    from imagine_ros.training.clips import EPISODE, START, ClipDataset, fixed_clips
 
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise ConfigError(f"--clips must be an integer >= 1, got {clips!r}")

@@ -193,7 +193,7 @@ class EEDetector(nn.Module):
         """frames: (..., H, W, 3) uint8 RGB of any size -> (..., 2) float64 pixels (u, v) in the frames' own pixel
         grid (frames of another size than ``config.image_size`` are resized with area interpolation and the
         positions mapped back)."""
-        from imagine_ros.training.clips import frames_to_tensor
+        from imagine_ros.models.frames import frames_to_tensor
 
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim < 4 or frames.shape[-1] != 3:
@@ -386,9 +386,9 @@ def train_detector(
     ``config.eval_split``; save it to ``out`` (a folder or NAME.json; None: do not save)."""
     from tqdm.auto import tqdm
 
+    from imagine_ros.models.frames import frames_to_tensor
     from imagine_ros.predictor import resolve_device
     from imagine_ros.sim.storage import EpisodeStore
-    from imagine_ros.training.clips import frames_to_tensor
 
     cfg = config or DetectorTrainConfig()
     store = EpisodeStore(data)

@@ -17,8 +17,9 @@ import torch
 
 from imagine_ros.constants import CONDITION, EE, FUTURE, X0
 from imagine_ros.models import build
+from imagine_ros.models.frames import tensor_to_frames
 from imagine_ros.predictor import Predictor, PredictorProtocol, conditions_for
-from imagine_ros.training.clips import ClipDataset, fixed_clips, tensor_to_frames
+from imagine_ros.training.clips import ClipDataset, fixed_clips
 from imagine_ros.training.metrics import best_of_n
 
 

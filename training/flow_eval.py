@@ -32,8 +32,9 @@ import torch
 
 from imagine_ros.constants import CONDITION, FUTURE, OBJECT_POS, X0
 from imagine_ros.errors import DatasetError
+from imagine_ros.models.frames import tensor_to_frames
 from imagine_ros.predictor import PredictorProtocol
-from imagine_ros.training.clips import ClipDataset, fixed_clips, tensor_to_frames
+from imagine_ros.training.clips import ClipDataset, fixed_clips
 
 DEFAULT_MOVING_PX = 1.0
 

@@ -41,7 +41,9 @@ from imagine_ros.constants import CONDITION, EE, X0
 from imagine_ros.errors import ConfigError
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import save_checkpoint
-from imagine_ros.training.clips import CLIP_KEYS, ClipDataset, ConditionNormalizer, fixed_clips, tensor_to_frames
+from imagine_ros.models.conditioning import ConditionNormalizer
+from imagine_ros.models.frames import tensor_to_frames
+from imagine_ros.training.clips import CLIP_KEYS, ClipDataset, fixed_clips
 from imagine_ros.training.config import TrainConfig
 from imagine_ros.training.metrics import best_of_n
 from imagine_ros.training.steps import get_step

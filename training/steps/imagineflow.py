@@ -222,7 +222,7 @@ class ImagineFlowStep(TrainStep):
     def _flow_supervision(out: dict[str, Any]) -> torch.Tensor:
         """Mean end-point error (pixels) of ``flow_b`` (and ``flow_f``) against DIS flows of ``source``/``target``."""
         from imagine_ros.flow import dis_flows
-        from imagine_ros.training.clips import tensor_to_frames
+        from imagine_ros.models.frames import tensor_to_frames
 
         src = tensor_to_frames(out["source"].detach())  # (K, H, W, 3) uint8
         tgt = tensor_to_frames(out["target"].detach())
