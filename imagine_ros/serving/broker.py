@@ -47,6 +47,9 @@ from typing import Any
 
 import zmq
 
+# imported here, not in the I/O loop: it loads asyncio (~0.5 s), which stalled the first heartbeats there
+from zmq.utils.monitor import recv_monitor_message
+
 from imagine_ros.serving import codec, defaults
 from imagine_ros.serving import protocol as mdp
 from imagine_ros.serving.curve import CurveServerKeys, refused_keys
@@ -322,8 +325,6 @@ class Broker:
                 log.debug("broker loop error", exc_info=True)
 
     def _socket_events(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
         for _ in range(1000):
             try:
                 ev = recv_monitor_message(self._monitor, zmq.NOBLOCK)

@@ -47,6 +47,9 @@ from typing import Any
 import numpy as np
 import zmq
 
+# imported here, not in the I/O loop: it loads asyncio (~0.5 s), which stalled the first heartbeats there
+from zmq.utils.monitor import recv_monitor_message
+
 from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import PredictorProtocol, check_request, condition_kind
 from imagine_ros.serving import codec, defaults
@@ -311,8 +314,6 @@ class Worker:
             return False
 
     def _socket_events(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
         while self._monitor is not None:
             try:
                 ev = recv_monitor_message(self._monitor, zmq.NOBLOCK)
