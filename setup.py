@@ -1,7 +1,7 @@
 """imagine_ros: an ament_python ROS 2 package that is also a plain pip package.
 
-``sim/``, ``models/`` and ``training/`` live at the top level and are reached through committed relative symlinks
-inside ``imagine_ros/`` so that the only import name is ``imagine_ros`` (see docs/architecture.md).
+``sim/``, ``models/``, ``training/`` and ``evaluation/`` live at the top level and are reached through committed
+relative symlinks inside ``imagine_ros/`` so that the only import name is ``imagine_ros`` (see docs/architecture.md).
 """
 
 from glob import glob

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from imagine_ros.constants import CONDITION, EE, X0
+from imagine_ros.evaluation.flow_eval import dense_eval
 from imagine_ros.models.frames import tensor_to_frames
 from imagine_ros.models.imagineflow import upsample_flow
 from imagine_ros.prediction import Prediction
 from imagine_ros.training.clips import GT_FLOW, VISIBLE, ClipDataset, fixed_clips
-from imagine_ros.training.flow_eval import dense_eval
 
 
 class PooledTruth:

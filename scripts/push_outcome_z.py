@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from imagine_ros.constants import CONDITION, EE, FUTURE, OBJECT_POS, X0
+from imagine_ros.evaluation.flow_eval import camera_from_meta, object_tracks, scorable_tracks
 from imagine_ros.models.checkpoint import load_checkpoint
 from imagine_ros.models.conditioning import ConditionNormalizer
 from imagine_ros.models.imagineflow import upsample_flow
 from imagine_ros.planning.costs import expected_positions
 from imagine_ros.training.clips import ClipDataset, fixed_clips
-from imagine_ros.training.flow_eval import camera_from_meta, object_tracks, scorable_tracks
 
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 ck = load_checkpoint(sys.argv[1])

@@ -1,4 +1,4 @@
-"""End-effector detector and controllability (imagine_ros.training.ee_detector / controllability) on real sim data."""
+"""End-effector detector and controllability (imagine_ros.evaluation.ee_detector / controllability) on real sim data."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ import pytest
 
 from imagine_ros.cli import main as cli_main
 from imagine_ros.constants import EE_POS, FRAMES, FUTURE, X0
-from imagine_ros.models import build
-from imagine_ros.models.checkpoint import save_checkpoint
-from imagine_ros.models.conditioning import ConditionNormalizer
-from imagine_ros.models.frames import tensor_to_frames
-from imagine_ros.prediction import Prediction
-from imagine_ros.sim.collect import collect_push
-from imagine_ros.sim.env import PushEnv
-from imagine_ros.sim.storage import EpisodeStore
-from imagine_ros.training.clips import ClipDataset
-from imagine_ros.training.controllability import CONDITIONS, controllability, derangement, random_reachable
-from imagine_ros.training.ee_detector import (
+from imagine_ros.evaluation.controllability import CONDITIONS, controllability, derangement, random_reachable
+from imagine_ros.evaluation.ee_detector import (
     DetectorConfig,
     DetectorError,
     DetectorTrainConfig,
@@ -30,6 +21,15 @@ from imagine_ros.training.ee_detector import (
     rescale_pixels,
     train_detector,
 )
+from imagine_ros.models import build
+from imagine_ros.models.checkpoint import save_checkpoint
+from imagine_ros.models.conditioning import ConditionNormalizer
+from imagine_ros.models.frames import tensor_to_frames
+from imagine_ros.prediction import Prediction
+from imagine_ros.sim.collect import collect_push
+from imagine_ros.sim.env import PushEnv
+from imagine_ros.sim.storage import EpisodeStore
+from imagine_ros.training.clips import ClipDataset
 
 SIZE = 32
 

@@ -96,7 +96,19 @@ def test_no_docstring_points_outside_the_repository():
     """Code and scripts refer to files of this repository only (not to a workspace beside it)."""
     outside = re.compile(r"(?:\.\./)+shared/|\bshared/specs/|/work/")
     found = []
-    for folder in ("imagine_ros", "models", "training", "sim", "scripts", "benchmarks", "launch", "docs", "tests"):
+    folders = (
+        "imagine_ros",
+        "models",
+        "training",
+        "evaluation",
+        "sim",
+        "scripts",
+        "benchmarks",
+        "launch",
+        "docs",
+        "tests",
+    )
+    for folder in folders:
         for path in sorted((ROOT / folder).rglob("*")):
             if path.suffix in (".py", ".sh") and path.is_file() and path != Path(__file__).resolve():
                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

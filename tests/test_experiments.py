@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from imagine_ros.cli import main as cli_main
+from imagine_ros.evaluation import shapes_kl
+from imagine_ros.evaluation.evaluate import copy_last_like, evaluate
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import save_checkpoint
 from imagine_ros.predictor import Predictor
 from imagine_ros.sim.collect import collect_push
 from imagine_ros.sim.shapes import ShapesConfig, collect_shapes
-from imagine_ros.training import shapes_kl
 from imagine_ros.training.clips import ClipDataset, fixed_clips
-from imagine_ros.training.evaluate import copy_last_like, evaluate
 from imagine_ros.training.metrics import best_of_n
 
 

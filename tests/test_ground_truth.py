@@ -233,8 +233,8 @@ class _FlowPredictor:
 
 
 def test_dense_eval_scores_true_flows_zero_and_no_motion_at_the_zero_flow_floor(planned):
+    from imagine_ros.evaluation.flow_eval import dense_eval
     from imagine_ros.models.frames import tensor_to_frames
-    from imagine_ros.training.flow_eval import dense_eval
 
     ds = ClipDataset(planned, "all", horizon=4, keys=("x0", GT_FLOW))
     truth = {tensor_to_frames(c["x0"]).tobytes(): c[GT_FLOW].numpy().transpose(0, 2, 3, 1) for c in ds}

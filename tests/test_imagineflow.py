@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from imagine_ros.cli import main
 from imagine_ros.errors import ConfigError
+from imagine_ros.evaluation.flow_eval import camera_from_meta, flow_epe, object_tracks, sample_flow_at
 from imagine_ros.models import build
 from imagine_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from imagine_ros.models.imagineflow import (
@@ -28,7 +29,6 @@ from imagine_ros.models.imagineflow import (
 from imagine_ros.models.perceptual import VGG19_LAYOUT, PerceptualLoss, vgg19_features
 from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import Predictor
-from imagine_ros.training.flow_eval import camera_from_meta, flow_epe, object_tracks, sample_flow_at
 from imagine_ros.training.steps.imagineflow import ImagineFlowStep
 from imagine_ros.training.trainer import widen_state
 

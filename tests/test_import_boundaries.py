@@ -25,7 +25,7 @@ from imagine_ros.models.conditioning import ConditionNormalizer
 #: Top-level packages inference must not import.
 HEAVY = ("h5py", "gymnasium", "pybullet", "pybullet_envs", "pybullet_data")
 #: imagine_ros packages inference must not import.
-FORBIDDEN = ("imagine_ros.training", "imagine_ros.sim")
+FORBIDDEN = ("imagine_ros.training", "imagine_ros.evaluation", "imagine_ros.sim")
 
 # appended to every snippet: prints the forbidden modules the snippet imported, as JSON, on the last line
 REPORT = f"""
@@ -129,3 +129,14 @@ for info in pkgutil.iter_modules(models.__path__):
     importlib.import_module(f"imagine_ros.models.{info.name}")
 """
     assert imported(code) == []
+
+
+def test_training_imports_no_evaluation_code():
+    """evaluation imports training's clips and metrics, never the other way round (no cycle)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(p.relative_to(root))
+        for p in sorted((root / "training").rglob("*.py"))
+        if "imagine_ros.evaluation" in p.read_text(encoding="utf-8")
+    ]
+    assert not offenders, offenders

@@ -32,7 +32,7 @@ def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
     assert ros_packages and ros_packages <= deps, f"not in package.xml: {sorted(ros_packages - deps)}"
 
 
-@pytest.mark.parametrize("name", ["sim", "models", "training"])
+@pytest.mark.parametrize("name", ["sim", "models", "training", "evaluation"])
 def test_top_level_folders_are_reached_only_through_relative_symlinks(name):
     link = ROOT / "imagine_ros" / name
     assert link.is_symlink() and str(link.readlink()) == f"../{name}"
@@ -64,13 +64,14 @@ def test_wheel_holds_the_subpackages_ament_marker_and_console_script(tmp_path):
         "imagine_ros/sim/storage.py",
         "imagine_ros/models/__init__.py",
         "imagine_ros/training/__init__.py",
+        "imagine_ros/evaluation/__init__.py",
         "imagine_ros/cli/__init__.py",
     ]:
         assert path in names, path
     data = [n for n in names if ".data/data/share/" in n]
     assert any(n.endswith("share/ament_index/resource_index/packages/imagine_ros") for n in data)
     assert any(n.endswith("share/imagine_ros/package.xml") for n in data)
-    assert not any(n.startswith(("sim/", "models/", "training/")) for n in names)  # one import name only
+    assert not any(n.startswith(("sim/", "models/", "training/", "evaluation/")) for n in names)  # one import name only
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "imagine-ros = imagine_ros.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -1,1 +1,1 @@
-"""imagine_ros.training: datasets of clips, the training loop shared by all methods, evaluation."""
+"""imagine_ros.training: datasets of clips, run settings, the training loop shared by all methods, metrics."""

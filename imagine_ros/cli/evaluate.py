@@ -18,7 +18,7 @@ def _predictors(checkpoints: list[str], device: str, flow_net: str | None = None
 
 
 def _copy_last(predictors: list[tuple[str, object]]) -> list[tuple[str, object]]:
-    from imagine_ros.training.evaluate import copy_last_like
+    from imagine_ros.evaluation.evaluate import copy_last_like
 
     return [("copy_last", copy_last_like(predictors[0][1]))]
 
@@ -39,7 +39,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from imagine_ros.training.evaluate import evaluate, table, write_results
+    from imagine_ros.evaluation.evaluate import evaluate, table, write_results
 
     predictors = _predictors(args.checkpoint, args.device)
     if not args.no_copy_last:
@@ -86,9 +86,7 @@ def add_flow_eval(p: argparse.ArgumentParser) -> None:
 
 
 def run_flow_eval(args: argparse.Namespace) -> int:
-    from imagine_ros.sim.storage import EpisodeStore
-    from imagine_ros.training.clips import ground_truth_of
-    from imagine_ros.training.flow_eval import (
+    from imagine_ros.evaluation.flow_eval import (
         dense_eval,
         dense_table,
         flow_epe,
@@ -96,6 +94,8 @@ def run_flow_eval(args: argparse.Namespace) -> int:
         write_dense_results,
         write_results,
     )
+    from imagine_ros.sim.storage import EpisodeStore
+    from imagine_ros.training.clips import ground_truth_of
 
     dense = args.dense == "on"
     if args.dense == "auto":
@@ -247,10 +247,10 @@ def add_shapes_kl(p: argparse.ArgumentParser) -> None:
 
 
 def run_shapes_kl(args: argparse.Namespace) -> int:
+    from imagine_ros.evaluation import shapes_kl
+    from imagine_ros.evaluation.evaluate import copy_last_like
     from imagine_ros.predictor import Predictor
     from imagine_ros.sim.shapes import ShapesConfig, collect_shapes
-    from imagine_ros.training import shapes_kl
-    from imagine_ros.training.evaluate import copy_last_like
     from imagine_ros.training.trainer import TrainConfig, train
 
     out = Path(args.out)
@@ -327,9 +327,9 @@ def add_controllability(p: argparse.ArgumentParser) -> None:
 
 
 def run_controllability(args: argparse.Namespace) -> int:
+    from imagine_ros.evaluation.controllability import controllability, table, write_results
+    from imagine_ros.evaluation.ee_detector import load_detector
     from imagine_ros.predictor import resolve_device
-    from imagine_ros.training.controllability import controllability, table, write_results
-    from imagine_ros.training.ee_detector import load_detector
 
     if args.batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
@@ -391,7 +391,7 @@ def add_transfer(p: argparse.ArgumentParser) -> None:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from imagine_ros.training.cinn_transfer import transfer_episodes
+    from imagine_ros.evaluation.cinn_transfer import transfer_episodes
     from imagine_ros.viz import video_grid, write_gif
 
     r = transfer_episodes(
@@ -436,7 +436,7 @@ def add_eta_sweep(p: argparse.ArgumentParser) -> None:
 def run_eta_sweep(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from imagine_ros.training.cinn_transfer import eta_sweep
+    from imagine_ros.evaluation.cinn_transfer import eta_sweep
     from imagine_ros.viz import video_grid, write_gif
 
     etas = np.stack([_xyz(e, "--eta") for e in args.eta]) if args.eta else None

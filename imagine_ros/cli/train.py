@@ -107,7 +107,7 @@ def run_flownet(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- train-detector
-#: defaults of DetectorTrainConfig (training/ee_detector.py imports torch); tests/test_cli_package.py keeps them equal
+#: defaults of DetectorTrainConfig (evaluation/ee_detector.py imports torch); tests/test_cli_package.py keeps them equal
 DETECTOR_DEFAULTS = {"steps": 800, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto", "eval_split": "test"}
 
 
@@ -144,7 +144,7 @@ def add_train_detector(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_detector(args: argparse.Namespace) -> int:
-    from imagine_ros.training.ee_detector import DetectorTrainConfig, train_detector
+    from imagine_ros.evaluation.ee_detector import DetectorTrainConfig, train_detector
 
     cfg = DetectorTrainConfig(
         steps=args.steps,

@@ -1,6 +1,6 @@
 """An end-effector detector for simulator frames: a small CNN that maps an RGB frame to the pixel of the end effector.
 
-It measures controllability (:mod:`imagine_ros.training.controllability`): where is the arm in a *generated* frame?
+It measures controllability (:mod:`imagine_ros.evaluation.controllability`): where is the arm in a *generated* frame?
 
 Labels are exact: the recorded end-effector positions ``ee_pos`` (metres, robot base frame) projected through the
 dataset's camera (``meta.json["camera"]``, :class:`imagine_ros.sim.camera.Camera`), so a label is the pixel

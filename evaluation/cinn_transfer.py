@@ -141,9 +141,9 @@ def eta_sweep(
     """
     import cv2
 
+    from imagine_ros.evaluation.ee_detector import camera_from_meta, rescale_pixels
     from imagine_ros.predictor import Predictor, conditions_for
     from imagine_ros.sim.storage import EpisodeStore
-    from imagine_ros.training.ee_detector import camera_from_meta, rescale_pixels
 
     pred = Predictor.from_checkpoint(checkpoint, device=device)
     if not pred.condition_dim:

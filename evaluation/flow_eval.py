@@ -18,7 +18,7 @@ still in most clips, where every predictor that keeps still is right.
 
 Predictors without native flows are scored on the flows the Predictor estimates from their frames (DIS optical
 flow); the result says which (``flow_source``). Conditions are the clips' true eta (end-effector position at the last
-frame, metres), as in :mod:`imagine_ros.training.evaluate`.
+frame, metres), as in :mod:`imagine_ros.evaluation.evaluate`.
 """
 
 from __future__ import annotations

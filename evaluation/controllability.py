@@ -14,7 +14,7 @@ ignores η puts the arm where it would anyway, so ``shuffled→true`` stays at `
 the other clip's η, so ``shuffled`` is small and ``shuffled→true`` grows to about the distance between the two clips'
 targets.
 
-The end-effector detector (:mod:`imagine_ros.training.ee_detector`) finds the end effector in the *last* predicted
+The end-effector detector (:mod:`imagine_ros.evaluation.ee_detector`) finds the end effector in the *last* predicted
 frame; the score is its distance in pixels (of the dataset's camera image) to the projection of η through the
 dataset's camera, averaged over samples, then over clips (mean and median over clips). For scale, the detector's own
 error on the real last frames of the same clips is reported beside it (``detector`` column): distances near it mean
@@ -38,7 +38,7 @@ import torch
 
 from imagine_ros.constants import CONDITION, EE_POS, FUTURE, X0
 from imagine_ros.errors import ConfigError, DatasetError
-from imagine_ros.training.ee_detector import EEDetector, camera_from_meta, error_summary, rescale_pixels
+from imagine_ros.evaluation.ee_detector import EEDetector, camera_from_meta, error_summary, rescale_pixels
 
 #: The conditions every predictor is scored under, in table order.
 CONDITIONS = ("true", "random", "shuffled")
