@@ -54,7 +54,7 @@ setup(
             "pyarrow>=14",
             "setuptools>=64",
             "wheel",
-            "mkdocs>=1.6",  # the docs extra, so that CI builds the documentation (tests/test_docs_site.py)
+            "mkdocs>=1.6",  # the docs extra, so that CI builds the documentation (tests/docs/test_docs_site.py)
         ],
         "bench": ["panda-gym>=3.0"],
         "lerobot": ["av>=12", "pyarrow>=14"],  # export-lerobot / import-lerobot (MP4 and parquet)

@@ -27,7 +27,7 @@ Faults, one every ``--fault-interval`` (10) seconds, in turn (``--faults``, defa
 - ``fuzz``: ``--fuzz-messages`` (500) mutated or random MDP/0.2 messages from a raw ZeroMQ DEALER (client requests
   with broken bodies, worker commands out of order, random frames). It poses as a worker of another service only:
   a fake worker of the served service would take real requests and answer none, which the broker already handles
-  (tests/test_serving.py::test_broker_survives_fuzzing_and_keeps_serving) at the price of error replies here.
+  (tests/serving/test_serving.py::test_broker_survives_fuzzing_and_keeps_serving) at the price of error replies here.
 
 Figures (printed, and written with ``--json PATH``): duration; requests sent, answered correctly, wrong, errored by
 kind (error replies by code, ``no_reply`` = ServiceUnavailable after the last retry, ``expired`` = the broker's

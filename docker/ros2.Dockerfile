@@ -1,7 +1,7 @@
 # imagine_ros in a ROS 2 workspace, built with colcon; runs the node tests over real ROS 2 topics.
 #   docker build -f docker/ros2.Dockerfile --build-arg ROS_DISTRO=humble -t imagine_ros:humble .
 #   docker build -f docker/ros2.Dockerfile --build-arg ROS_DISTRO=jazzy -t imagine_ros:jazzy .
-#   docker run --rm imagine_ros:humble        # tests/test_ros_nodes.py (+ the rclpy-free ROS tests), then colcon test
+#   docker run --rm imagine_ros:humble        # tests/ros/test_ros_nodes.py (+ the rclpy-free ROS tests), then colcon test
 # colcon runs as `/opt/venv/bin/python -m colcon` (apt's colcon is importable there: --system-site-packages), so that
 # colcon build writes scripts for the venv's Python and colcon test runs pytest where torch & co. are installed.
 # The same recipe runs in CI (.github/workflows/ros.yml); docs/ros2.md, "Container and CI".
@@ -42,6 +42,6 @@ RUN source /opt/ros/${ROS_DISTRO}/setup.bash \
     && /opt/venv/bin/python -m colcon build --symlink-install --packages-select imagine_ros \
         --event-handlers console_direct+
 
-# IMAGINE_ROS_REQUIRE_RCLPY: tests/test_ros_nodes.py fails instead of skipping when rclpy cannot be imported
+# IMAGINE_ROS_REQUIRE_RCLPY: tests/ros/test_ros_nodes.py fails instead of skipping when rclpy cannot be imported
 ENV IMAGINE_ROS_REQUIRE_RCLPY=1
-CMD ["bash", "-c", "source /opt/ros/${ROS_DISTRO}/setup.bash && source /ws/install/setup.bash && cd /ws/src/imagine_ros && python -m pytest -q -rs tests/test_ros_nodes.py tests/test_launch_files.py tests/test_node_params.py tests/test_pipeline.py && cd /ws && /opt/venv/bin/python -m colcon test --packages-select imagine_ros --pytest-args tests/test_ros_nodes.py && /opt/venv/bin/python -m colcon test-result --verbose"]
+CMD ["bash", "-c", "source /opt/ros/${ROS_DISTRO}/setup.bash && source /ws/install/setup.bash && cd /ws/src/imagine_ros && python -m pytest -q -rs tests/ros/test_ros_nodes.py tests/ros/test_launch_files.py tests/ros/test_node_params.py tests/ros/test_pipeline.py && cd /ws && /opt/venv/bin/python -m colcon test --packages-select imagine_ros --pytest-args tests/ros/test_ros_nodes.py && /opt/venv/bin/python -m colcon test-result --verbose"]

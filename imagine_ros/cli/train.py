@@ -107,7 +107,8 @@ def run_flownet(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- train-detector
-#: defaults of DetectorTrainConfig (evaluation/ee_detector.py imports torch); tests/test_cli_package.py keeps them equal
+#: defaults of DetectorTrainConfig (evaluation/ee_detector.py imports torch); tests/cli/test_cli_package.py keeps
+#: them equal
 DETECTOR_DEFAULTS = {"steps": 800, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto", "eval_split": "test"}
 
 
