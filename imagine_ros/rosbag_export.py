@@ -51,6 +51,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +278,6 @@ def export_bag(
     plugin = _storage_plugin(storage)
     typestore = ros_msgs.get_typestore(distro)  # an unknown distro is refused here, naming the known ones
     version = bag_version(distro)
-    qos = [offered_qos()]
-    latched = [static_qos()]
     frame_id_objects = frame_id_base if frame_id_objects is None else frame_id_objects
 
     store = EpisodeStore(data_dir)
@@ -288,145 +287,45 @@ def export_bag(
     pipeline = None
     if checkpoint is not None:
         pipeline = _prediction_pipeline(checkpoint, num_samples, seed, device, predict_every, resize)
-    predictions = 0
     try:
         chosen = select_episodes(store, episodes, split)
         keys = set(store.keys())
         if FRAMES not in keys:
             raise DatasetError(f"{data_dir} holds no {FRAMES!r}; nothing to export")
-        total_frames = store.frames_per_episode * len(chosen)
-        camera = camera_from_meta(store.meta)
         config = (store.meta.get("camera") or {}).get("config") or {}
-        camera_size = (config["height"], config["width"]) if {"height", "width"} <= set(config) else None
-        info_topic = camera_info_topic(image_topic)
+        topics = _Topics(
+            image=image_topic,
+            info=camera_info_topic(image_topic),
+            ee=ee_topic,
+            frame_id_camera=frame_id_camera,
+            frame_id_base=frame_id_base,
+            frame_id_objects=frame_id_objects,
+            camera=camera_from_meta(store.meta),
+            camera_size=(config["height"], config["width"]) if {"height", "width"} <= set(config) else None,
+        )
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = out.parent / f".{out.name}.{os.getpid()}.tmp"
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
         tmp_dir.mkdir()
-        counts: dict[str, int] = {}
-        first_ns = last_ns = None
-        frames_written = 0
         try:
             writer = Writer(tmp_dir / out.name, version=version, storage_plugin=plugin)
-            meta = store.meta
-            writer.set_custom_data(
-                "imagine_ros",
-                json.dumps(
-                    {
-                        "kind": meta.get("kind"),
-                        "seed": meta.get("seed"),
-                        "num_episodes": meta.get("num_episodes"),
-                        "image_size": meta.get("image_size"),
-                        "split": split,
-                        "episodes": len(chosen),
-                        "frame_period_s": period / 1e9,
-                        "start_ns": int(start_ns),
-                    },
-                    sort_keys=True,
-                ),
-            )
+            writer.set_custom_data("imagine_ros", _custom_data(store.meta, split, len(chosen), period, start_ns))
             with writer:
-                conns: dict[str, Any] = {}
-
-                def conn(topic: str, msgtype: str):
-                    c = conns.get(topic)
-                    if c is None:
-                        offered = latched if topic == TF_STATIC_TOPIC else qos
-                        c = conns[topic] = writer.add_connection(
-                            topic, msgtype, typestore=typestore, offered_qos_profiles=offered
-                        )
-                        counts[topic] = 0
-                    return c
-
-                def write(topic: str, msg: Any, stamp: int) -> None:
-                    writer.write(conn(topic, msg.__msgtype__), stamp, typestore.serialize_cdr(msg, msg.__msgtype__))
-                    counts[topic] += 1
-
-                # Fixed topic order (tf_static, episode, image, camera_info, ee, objects) so connection ids do not
-                # depend on the data.
-                stamp0 = int(start_ns)
-                if camera is not None:  # the camera's pose, once, before anything else (tf2 has it from the start)
-                    pose = ros_msgs.transform_stamped_msg(camera[1], frame_id_base, frame_id_camera, stamp0, typestore)
-                    write(TF_STATIC_TOPIC, ros_msgs.tf_message_msg([pose], typestore), stamp0)
-                conn(EPISODE_TOPIC, ros_msgs.STRING)
-                conn(image_topic, ros_msgs.IMAGE)
-                if camera is not None:
-                    conn(info_topic, ros_msgs.CAMERA_INFO)
-                if EE_POS in keys:
-                    conn(ee_topic, ros_msgs.POINT_STAMPED)
-                if pipeline is not None:
-                    if EE_POS in keys and pipeline.predictor.condition_dim:
-                        conn(ETA_TOPIC, ros_msgs.POINT_STAMPED)
-                    for name in ("frames", "flows", "flow_vis"):
-                        conn(f"{PREDICTION_PREFIX}/future/{name}", ros_msgs.IMAGE)
-
-                string_cls = typestore.types[ros_msgs.STRING]
+                bag = _BagWriter(writer, typestore)
+                _declare_topics(bag, topics, int(start_ns), EE_POS in keys, pipeline)
+                written = _Written()
+                total_frames = store.frames_per_episode * len(chosen)
                 bar = tqdm(
                     total=total_frames, desc="export-bag", unit="frame", disable=not progress, dynamic_ncols=True
                 )
                 try:
+                    stamp0 = int(start_ns)
                     for index in chosen:
-                        ep = store.episode(index)
-                        frames = ep[FRAMES]
-                        n = len(frames)
-                        ee = ep.get(EE_POS)
-                        objs = ep.get(OBJECT_POS)
-                        _check_episode(index, n, ee, objs)
-                        if camera is not None and camera_size is not None and frames.shape[1:3] != camera_size:
-                            raise DatasetError(
-                                f"episode {index}: frames of {frames.shape[2]}x{frames.shape[1]} pixels, but "
-                                f"meta.json's camera K is for {camera_size[1]}x{camera_size[0]}"
-                            )
-                        seed = int(ep[SEED]) if SEED in ep else None
-                        ep_index = int(ep[INDEX]) if INDEX in ep else int(index)
-                        info = json.dumps({"index": ep_index, "seed": seed})
-                        write(EPISODE_TOPIC, string_cls(data=info), stamp0)
-                        for t in range(n):
-                            stamp = stamp0 + t * period
-                            try:
-                                img = ros_msgs.image_to_msg(frames[t], "rgb8", stamp, frame_id_camera, typestore)
-                            except ValueError as e:
-                                raise DatasetError(f"episode {index}, frame {t} cannot be exported: {e}") from None
-                            write(image_topic, img, stamp)
-                            if camera is not None:
-                                height, width = frames[t].shape[:2]
-                                cam_info = ros_msgs.camera_info_msg(
-                                    camera[0], width, height, stamp, frame_id_camera, typestore
-                                )
-                                write(info_topic, cam_info, stamp)
-                            if ee is not None:
-                                write(
-                                    ee_topic, ros_msgs.point_stamped_msg(ee[t], stamp, frame_id_base, typestore), stamp
-                                )
-                            if objs is not None:
-                                for k in range(objs.shape[1]):
-                                    msg = ros_msgs.point_stamped_msg(objs[t, k], stamp, frame_id_objects, typestore)
-                                    write(object_topic(k), msg, stamp)
-                            if pipeline is not None and t % predict_every == 0:
-                                eta = None
-                                if ee is not None and pipeline.predictor.condition_dim:
-                                    eta = np.asarray(ee[min(t + pipeline.predictor.horizon, n - 1)], np.float64)
-                                    write(
-                                        ETA_TOPIC,
-                                        ros_msgs.point_stamped_msg(eta, stamp, frame_id_base, typestore),
-                                        stamp,
-                                    )
-                                frame = Frame(np.ascontiguousarray(frames[t]), stamp, frame_id_camera)
-                                result = pipeline.process(frame, eta=eta)
-                                g = result.grids
-                                for name, array, encoding in (
-                                    ("frames", g.frames, "rgb8"),
-                                    ("flows", g.flows, "32FC2"),
-                                    ("flow_vis", g.flow_vis, "rgb8"),
-                                ):
-                                    msg = ros_msgs.image_to_msg(array, encoding, stamp, frame_id_camera, typestore)
-                                    write(f"{PREDICTION_PREFIX}/future/{name}", msg, stamp)
-                                predictions += 1
-                            first_ns = stamp if first_ns is None else first_ns
-                            last_ns = stamp
-                        frames_written += n
+                        n = _write_episode(
+                            bag, topics, store.episode(index), index, stamp0, period, written, pipeline, predict_every
+                        )
                         bar.update(n)
                         stamp0 += (n + 1) * period  # one empty period between episodes
                 finally:
@@ -445,15 +344,201 @@ def export_bag(
         "storage": storage,
         "distro": distro,
         "episodes": chosen,
-        "frames": frames_written,
-        "predictions": predictions,
-        "messages": int(sum(counts.values())),
-        "topics": dict(counts),
-        "start_ns": first_ns,
-        "end_ns": last_ns,
+        "frames": written.frames,
+        "predictions": written.predictions,
+        "messages": int(sum(bag.counts.values())),
+        "topics": dict(bag.counts),
+        "start_ns": written.first_ns,
+        "end_ns": written.last_ns,
         "frame_period_s": period / 1e9,
         "seconds": time.perf_counter() - t0,
     }
+
+
+@dataclass(frozen=True)
+class _Topics:
+    """Where export_bag writes what: topic names, frame ids and the dataset's camera (None when meta has none)."""
+
+    image: str
+    info: str
+    ee: str
+    frame_id_camera: str
+    frame_id_base: str
+    frame_id_objects: str
+    camera: tuple[np.ndarray, np.ndarray] | None
+    camera_size: tuple[int, int] | None
+
+
+@dataclass
+class _Written:
+    """What export_bag wrote so far: frames, predictions, first and last frame stamp (ns)."""
+
+    frames: int = 0
+    predictions: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+
+class _BagWriter:
+    """A rosbags Writer with one connection per topic (added on first use, latched QoS for /tf_static) and a
+    message count per topic."""
+
+    def __init__(self, writer: Any, typestore: Any) -> None:
+        self.writer, self.typestore = writer, typestore
+        self.conns: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def conn(self, topic: str, msgtype: str) -> Any:
+        c = self.conns.get(topic)
+        if c is None:
+            offered = [static_qos()] if topic == TF_STATIC_TOPIC else [offered_qos()]
+            c = self.conns[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=self.typestore, offered_qos_profiles=offered
+            )
+            self.counts[topic] = 0
+        return c
+
+    def write(self, topic: str, msg: Any, stamp: int) -> None:
+        cdr = self.typestore.serialize_cdr(msg, msg.__msgtype__)
+        self.writer.write(self.conn(topic, msg.__msgtype__), stamp, cdr)
+        self.counts[topic] += 1
+
+
+def _custom_data(meta: dict[str, Any], split: str, episodes: int, period: int, start_ns: int) -> str:
+    """The bag's ``imagine_ros`` custom data: where the episodes came from and how they are stamped (JSON)."""
+    return json.dumps(
+        {
+            "kind": meta.get("kind"),
+            "seed": meta.get("seed"),
+            "num_episodes": meta.get("num_episodes"),
+            "image_size": meta.get("image_size"),
+            "split": split,
+            "episodes": episodes,
+            "frame_period_s": period / 1e9,
+            "start_ns": int(start_ns),
+        },
+        sort_keys=True,
+    )
+
+
+def _declare_topics(
+    bag: _BagWriter, topics: _Topics, stamp0: int, has_ee: bool, pipeline: PredictionPipeline | None
+) -> None:
+    """Add the connections in a fixed order (tf_static, episode, image, camera_info, ee, predictions; objects come
+    with the first frame) so connection ids do not depend on the data; the camera's pose goes out once, first (tf2
+    has it from the start)."""
+    typestore = bag.typestore
+    if topics.camera is not None:
+        pose = ros_msgs.transform_stamped_msg(
+            topics.camera[1], topics.frame_id_base, topics.frame_id_camera, stamp0, typestore
+        )
+        bag.write(TF_STATIC_TOPIC, ros_msgs.tf_message_msg([pose], typestore), stamp0)
+    bag.conn(EPISODE_TOPIC, ros_msgs.STRING)
+    bag.conn(topics.image, ros_msgs.IMAGE)
+    if topics.camera is not None:
+        bag.conn(topics.info, ros_msgs.CAMERA_INFO)
+    if has_ee:
+        bag.conn(topics.ee, ros_msgs.POINT_STAMPED)
+    if pipeline is not None:
+        if has_ee and pipeline.predictor.condition_dim:
+            bag.conn(ETA_TOPIC, ros_msgs.POINT_STAMPED)
+        for name in ("frames", "flows", "flow_vis"):
+            bag.conn(f"{PREDICTION_PREFIX}/future/{name}", ros_msgs.IMAGE)
+
+
+def _write_episode(
+    bag: _BagWriter,
+    topics: _Topics,
+    ep: dict[str, Any],
+    index: int,
+    stamp0: int,
+    period: int,
+    written: _Written,
+    pipeline: PredictionPipeline | None,
+    predict_every: int,
+) -> int:
+    """Write one episode from ``stamp0`` (its /episode message, then every frame's messages); returns its frames."""
+    frames = ep[FRAMES]
+    n = len(frames)
+    ee = ep.get(EE_POS)
+    objs = ep.get(OBJECT_POS)
+    _check_episode(index, n, ee, objs)
+    if topics.camera is not None and topics.camera_size is not None and frames.shape[1:3] != topics.camera_size:
+        raise DatasetError(
+            f"episode {index}: frames of {frames.shape[2]}x{frames.shape[1]} pixels, but "
+            f"meta.json's camera K is for {topics.camera_size[1]}x{topics.camera_size[0]}"
+        )
+    seed = int(ep[SEED]) if SEED in ep else None
+    ep_index = int(ep[INDEX]) if INDEX in ep else int(index)
+    string_cls = bag.typestore.types[ros_msgs.STRING]
+    bag.write(EPISODE_TOPIC, string_cls(data=json.dumps({"index": ep_index, "seed": seed})), stamp0)
+    for t in range(n):
+        stamp = stamp0 + t * period
+        _write_frame(bag, topics, index, frames, t, stamp, ee, objs)
+        if pipeline is not None and t % predict_every == 0:
+            _write_prediction(bag, topics, pipeline, frames, t, stamp, ee)
+            written.predictions += 1
+        written.first_ns = stamp if written.first_ns is None else written.first_ns
+        written.last_ns = stamp
+    written.frames += n
+    return n
+
+
+def _write_frame(
+    bag: _BagWriter,
+    topics: _Topics,
+    index: int,
+    frames: np.ndarray,
+    t: int,
+    stamp: int,
+    ee: np.ndarray | None,
+    objs: np.ndarray | None,
+) -> None:
+    """Frame ``t``'s recorded messages: the image, its camera_info, the end effector and every object."""
+    typestore = bag.typestore
+    try:
+        img = ros_msgs.image_to_msg(frames[t], "rgb8", stamp, topics.frame_id_camera, typestore)
+    except ValueError as e:
+        raise DatasetError(f"episode {index}, frame {t} cannot be exported: {e}") from None
+    bag.write(topics.image, img, stamp)
+    if topics.camera is not None:
+        height, width = frames[t].shape[:2]
+        cam_info = ros_msgs.camera_info_msg(topics.camera[0], width, height, stamp, topics.frame_id_camera, typestore)
+        bag.write(topics.info, cam_info, stamp)
+    if ee is not None:
+        bag.write(topics.ee, ros_msgs.point_stamped_msg(ee[t], stamp, topics.frame_id_base, typestore), stamp)
+    if objs is not None:
+        for k in range(objs.shape[1]):
+            msg = ros_msgs.point_stamped_msg(objs[t, k], stamp, topics.frame_id_objects, typestore)
+            bag.write(object_topic(k), msg, stamp)
+
+
+def _write_prediction(
+    bag: _BagWriter,
+    topics: _Topics,
+    pipeline: PredictionPipeline,
+    frames: np.ndarray,
+    t: int,
+    stamp: int,
+    ee: np.ndarray | None,
+) -> None:
+    """The prediction node's output for frame ``t``: η (the end effector ``horizon`` frames later, for conditioned
+    models) and the future frames, flows and flow colours as image grids."""
+    typestore = bag.typestore
+    n = len(frames)
+    eta = None
+    if ee is not None and pipeline.predictor.condition_dim:
+        eta = np.asarray(ee[min(t + pipeline.predictor.horizon, n - 1)], np.float64)
+        bag.write(ETA_TOPIC, ros_msgs.point_stamped_msg(eta, stamp, topics.frame_id_base, typestore), stamp)
+    result = pipeline.process(Frame(np.ascontiguousarray(frames[t]), stamp, topics.frame_id_camera), eta=eta)
+    g = result.grids
+    for name, array, encoding in (
+        ("frames", g.frames, "rgb8"),
+        ("flows", g.flows, "32FC2"),
+        ("flow_vis", g.flow_vis, "rgb8"),
+    ):
+        msg = ros_msgs.image_to_msg(array, encoding, stamp, topics.frame_id_camera, typestore)
+        bag.write(f"{PREDICTION_PREFIX}/future/{name}", msg, stamp)
 
 
 def _prediction_pipeline(
