@@ -132,6 +132,7 @@ class Predictor:
         self.condition_dim = model.config.condition_dim
         self.condition_kind = model.condition_kind
         self.flow_threads = flow_threads or max(1, min(4, os.cpu_count() or 1))
+        self._flow_pool: tuple | None = None  # (pid, threads, ThreadPoolExecutor): made once, reused (see _dis)
         self.flow_net: FlowNet | None = None
         if flow_net is not None:
             net = flow_net if isinstance(flow_net, FlowNet) else load_flownet(flow_net)
@@ -268,8 +269,14 @@ class Predictor:
         if self.flow_threads > 1 and len(images) > 1:
             from concurrent.futures import ThreadPoolExecutor  # OpenCV releases the GIL
 
-            with ThreadPoolExecutor(self.flow_threads) as pool:
-                return np.stack(list(pool.map(dis_flows, images, frames)))
+            # One pool for the predictor's life, not one per call: OpenCV keeps its per-thread data of every thread
+            # that ever called it (never freed when the thread ends, opencv/opencv#21838), ~0.86 KB a thread, so a
+            # pool per call grew a long-lived serving worker without bound. A new pool after a fork or a change of
+            # flow_threads.
+            key = (os.getpid(), self.flow_threads)
+            if self._flow_pool is None or self._flow_pool[:2] != key:
+                self._flow_pool = (*key, ThreadPoolExecutor(self.flow_threads, thread_name_prefix="imagine-dis"))
+            return np.stack(list(self._flow_pool[2].map(dis_flows, images, frames)))
         return np.stack([dis_flows(x, f) for x, f in zip(images, frames)])
 
 
