@@ -275,6 +275,8 @@ class Predictor:
             # flow_threads.
             key = (os.getpid(), self.flow_threads)
             if self._flow_pool is None or self._flow_pool[:2] != key:
+                if self._flow_pool is not None and self._flow_pool[0] == key[0]:
+                    self._flow_pool[2].shutdown(wait=False)  # flow_threads changed: the old pool's threads end
                 self._flow_pool = (*key, ThreadPoolExecutor(self.flow_threads, thread_name_prefix="imagine-dis"))
             return np.stack(list(self._flow_pool[2].map(dis_flows, images, frames)))
         return np.stack([dis_flows(x, f) for x, f in zip(images, frames)])
