@@ -628,6 +628,27 @@ class ImagineFlow(Method):
             if self.generator.out_fusion is not None:
                 self.generator.out_fusion.out.weight.zero_()  # the residual block starts as the identity
 
+    def channel_layout(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The generator's layers whose widths follow ``gen_channels``: module path -> (output segments, input
+        segments), each a tuple of channel counts in the order the layer concatenates them (the video's channels
+        first, then a static input: content features or condition maps). ``training.trainer.widen_state`` uses it
+        to copy a checkpoint with narrower ``gen_channels`` into this model without changing its function."""
+        cfg, gen = self.config, self.generator
+        layout: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        levels = len(cfg.enc_channels)
+        cin = cfg.gen_top
+        for i, cout in enumerate(cfg.gen_channels):
+            if cfg.fusion == "all":
+                layout[f"generator.fuse.{i}"] = ((cin,), (cin, cfg.enc_channels[levels - 1 - i]))
+            layout[f"generator.up.{i}"] = ((cout,), (cin,))
+            layout[f"generator.post.{i}"] = ((cout,), (cout, gen.maps))  # maps: 0 without condition_maps
+            cin = cout
+        if gen.out_fusion is not None:
+            layout["generator.out_fusion.block"] = ((cin,), (cin, cfg.enc_channels[gen.out_level]))
+            layout["generator.out_fusion.out"] = ((cin,), (cin,))
+        layout["generator.head"] = ((4 if cfg.bidirectional else 2,), (cin,))
+        return layout
+
     @property
     def extra_clip_keys(self) -> tuple[str, ...]:
         c = self.config

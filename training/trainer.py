@@ -132,27 +132,52 @@ def load_init(model: nn.Module, init: str | os.PathLike) -> None:
         old, new = ckpt.model.config.to_dict(), model.config.to_dict()
         changed = [k for k in sorted(new) if old.get(k) != new.get(k)]
         widened = [k for k in changed if k in WIDENING_FIELDS and not old.get(k) and new.get(k)]
+        widened += [k for k in changed if k in WIDTH_FIELDS and _wider(old.get(k), new.get(k))]
         structural = [k for k in changed if not _loss_only_field(k) and k not in widened]
         if structural:
             diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in structural]
             raise ConfigError(
                 f"--init {init} has another model config ({'; '.join(diffs[:3])}); use the same --config/--set "
-                f"(only loss weights may differ, and {', '.join(WIDENING_FIELDS)} may be switched on)"
+                f"(only loss weights may differ, {', '.join(WIDENING_FIELDS)} may be switched on and "
+                f"{', '.join(WIDTH_FIELDS)} may grow)"
             )
         print(f"note: --init {init}: training with other settings ({', '.join(changed)})", file=sys.stderr)
-    model.load_state_dict(widen_state(ckpt.model.state_dict(), model.state_dict()))
+    layouts = [m.channel_layout() if hasattr(m, "channel_layout") else None for m in (ckpt.model, model)]
+    model.load_state_dict(widen_state(ckpt.model.state_dict(), model.state_dict(), *layouts))
 
 
 #: Config switches that only append input channels to some layers, or add modules that start as the identity:
 #: ``--init`` from a checkpoint without them copies its weights, gives new inputs zero weights and new modules the
 #: fresh model's initialisation, so training starts from exactly the checkpoint's function.
 WIDENING_FIELDS = ("condition_maps", "out_fusion")
+#: Width lists that may grow entry by entry (same length, each at least the old): the model's ``channel_layout``
+#: says where the old channels go; new channels start with zero weight into the layers they feed.
+WIDTH_FIELDS = ("gen_channels",)
 
 
-def widen_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``old`` fitted to the shapes of ``new``: a weight whose input dimension (dim 1) grew keeps its old slice
-    ``[:, :c_old]`` and gets zeros for the new inputs; an entry that ``old`` lacks (a module a widening switch adds)
-    is taken from ``new``; every other shape must match (load_state_dict reports it)."""
+def _wider(old: Any, new: Any) -> bool:
+    return (
+        isinstance(old, (list, tuple))
+        and isinstance(new, (list, tuple))
+        and len(old) == len(new)
+        and all(n >= o for o, n in zip(old, new))
+    )
+
+
+def widen_state(
+    old: dict[str, torch.Tensor],
+    new: dict[str, torch.Tensor],
+    old_layout: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
+    new_layout: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``old`` fitted to the shapes of ``new``, so that the model computes what the old one did.
+
+    Without layouts: a weight whose input dimension (dim 1) grew keeps its old slice ``[:, :c_old]`` and gets zeros
+    for the new inputs; an entry that ``old`` lacks (a module a widening switch adds) is taken from ``new``.
+    With layouts (``Method.channel_layout()`` of the old and the new model: module path -> output and input channel
+    segments), a layer whose segments grew keeps each old segment at the start of its new one: new output channels
+    (and their normalisation entries) keep ``new``'s initialisation, new input channels get zero weights, so they
+    change nothing until training moves them. Every other shape must match (load_state_dict reports it)."""
     out = dict(old)
     for key, target in new.items():
         have = old.get(key)
@@ -161,12 +186,43 @@ def widen_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> d
             continue
         if have.shape == target.shape:
             continue
-        if have.dim() >= 2 and have.shape[0] == target.shape[0] and have.shape[2:] == target.shape[2:]:
-            if have.shape[1] < target.shape[1]:
-                grown = torch.zeros_like(target)
-                grown[:, : have.shape[1]] = have
-                out[key] = grown
+        module = key.rsplit(".", 1)[0]
+        for prefix in (module, module.rsplit(".", 1)[0]):  # a TimeBlock's conv and norm share the block's layout
+            if old_layout and new_layout and prefix in old_layout and prefix in new_layout:
+                out[key] = _widen_segments(have, target, old_layout[prefix], new_layout[prefix])
+                break
+        else:
+            if have.dim() >= 2 and have.shape[0] == target.shape[0] and have.shape[2:] == target.shape[2:]:
+                if have.shape[1] < target.shape[1]:
+                    grown = torch.zeros_like(target)
+                    grown[:, : have.shape[1]] = have
+                    out[key] = grown
     return out
+
+
+def _segment_index(old: tuple[int, ...], new: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where old channels go among new ones (segment by segment, each at its segment's start) and which new
+    channels are new: (old_count,) indices, (new_count,) bool."""
+    if len(old) != len(new) or any(o > n for o, n in zip(old, new)):
+        raise ConfigError(f"cannot widen channel segments {old} to {new}")
+    index, fresh, start = [], torch.ones(sum(new), dtype=torch.bool), 0
+    for o, n in zip(old, new):
+        index.extend(range(start, start + o))
+        fresh[start : start + o] = False
+        start += n
+    return torch.tensor(index, dtype=torch.long), fresh
+
+
+def _widen_segments(have: torch.Tensor, target: torch.Tensor, old_seg: tuple, new_seg: tuple) -> torch.Tensor:
+    out_index, _ = _segment_index(old_seg[0], new_seg[0])
+    grown = target.clone()
+    if have.dim() >= 2:
+        in_index, in_fresh = _segment_index(old_seg[1], new_seg[1])
+        grown[:, in_fresh] = 0
+        grown[out_index[:, None], in_index[None, :]] = have
+    else:  # bias and normalisation entries of the outputs
+        grown[out_index] = have
+    return grown
 
 
 def _loss_only_field(name: str) -> bool:

@@ -274,6 +274,34 @@ def test_condition_maps_widen_a_checkpoint_without_changing_its_flows():
         tiny(condition_maps="yes")
 
 
+def test_wider_gen_channels_start_from_a_checkpoint_without_changing_its_flows():
+    plain = tiny(condition_maps=True, out_fusion=True)
+    torch.manual_seed(1)
+    wide = build("imagineflow", "tiny", condition_maps=True, out_fusion=True, gen_channels=(24, 16)).eval()
+    with torch.no_grad():  # trained-looking statistics, so a misplaced normalisation entry would show
+        for module in plain.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    state = widen_state(plain.state_dict(), wide.state_dict(), plain.channel_layout(), wide.channel_layout())
+    wide.load_state_dict(state)
+    assert wide.generator.up[0].conv.weight.shape[:2] == (24, 16)
+    assert wide.generator.post[1].conv.weight.shape[1] == 16 + 3 + 2  # video channels, then the condition maps
+    z, cond = torch.randn(2, plain.config.z_dim), torch.randn(2, 3)
+    for a, b in zip(plain.flows(images(2), z, cond), wide.flows(images(2), z, cond)):
+        torch.testing.assert_close(a, b)
+    # the new channels compute something (new initialisation), and they reach the flows once trained
+    assert wide.generator.up[0].conv.weight[16:].abs().sum() > 0
+    assert not wide.generator.fuse[1].conv.weight[:, 16:24].any()  # zero weight from the new channels
+    wide.train()
+    loss, _ = ImagineFlowStep(wide, TRAIN_CFG).loss("model", batch(3), wide, 0)
+    loss.backward()
+    assert wide.generator.head.weight.grad[:, 8:].abs().sum() > 0
+    narrow = build("imagineflow", "tiny", condition_maps=True, out_fusion=True, gen_channels=(8, 8))
+    with pytest.raises(ConfigError, match=r"cannot widen channel segments \(16,\) to \(8,\)"):
+        widen_state(plain.state_dict(), narrow.state_dict(), plain.channel_layout(), narrow.channel_layout())
+
+
 def test_out_fusion_starts_as_the_identity_then_sees_the_image_at_the_flow_resolution():
     plain, fused = tiny(condition_maps=True), tiny(condition_maps=True, out_fusion=True)
     block = fused.generator.out_fusion

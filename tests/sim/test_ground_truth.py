@@ -286,6 +286,13 @@ def test_imagineflow_trains_on_ground_truth_and_fine_tunes_with_other_loss_weigh
     maps = [*base, "--set", "condition_maps=true", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "d")]
     assert cli_main(maps) == 0
     assert "training with other settings (condition_maps)" in capsys.readouterr().err
+    # the generator may grow wider (new channels start with zero weight into the layers they feed), not narrower
+    widen = [*base, "--set", "condition_maps=true", "--set", "gen_channels=[16,16]", "--init", str(tmp_path / "d")]
+    assert cli_main([*widen, "--out", str(tmp_path / "w")]) == 0
+    assert "training with other settings (gen_channels)" in capsys.readouterr().err
+    narrow = [*base, "--set", "condition_maps=true", "--set", "gen_channels=[8,4]", "--init", str(tmp_path / "d")]
+    assert cli_main([*narrow, "--out", str(tmp_path / "n")]) != 0
+    assert "another model config (gen_channels" in capsys.readouterr().err
     back = [*base, "--init", str(tmp_path / "d"), "--out", str(tmp_path / "e")]
     assert cli_main(back) != 0  # maps cannot be switched off again: their weights would be dropped
     assert "another model config (condition_maps" in capsys.readouterr().err
