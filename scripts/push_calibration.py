@@ -5,7 +5,9 @@ predicted and true displacement), the gain (predicted displacement projected on 
 and for the objects that stayed (< 5 mm) the predicted displacement; then the same split by true displacement size.
 
 Usage: python scripts/push_calibration.py CHECKPOINT DATA [--split val] [--clips 320] [--threads 1] [--gain G]
-(``--gain`` scales the predicted flows before scoring: the push-outcome error of a calibrated model).
+[--truth POOL]. ``--gain`` scales the predicted flows before scoring (the push-outcome error of a calibrated model);
+``--truth POOL`` scores the clip's ground-truth flow average-pooled by POOL and upsampled as ImagineFlow does instead
+of the model (POOL 1: the ground truth itself, the floor of the measure; 4: at the `small` model's resolution).
 """
 
 import argparse
@@ -13,13 +15,15 @@ import argparse
 import numpy as np
 import torch
 
+import torch.nn.functional as F
+
 from imagine_ros.constants import CONDITION, FUTURE, OBJECT_POS, X0
 from imagine_ros.evaluation.flow_eval import camera_from_meta, object_tracks, scorable_tracks
 from imagine_ros.models.checkpoint import load_checkpoint
 from imagine_ros.models.conditioning import ConditionNormalizer
 from imagine_ros.models.imagineflow import upsample_flow
 from imagine_ros.planning.costs import expected_positions
-from imagine_ros.training.clips import ClipDataset, fixed_clips
+from imagine_ros.training.clips import GT_FLOW, ClipDataset, fixed_clips
 
 
 def main() -> None:
@@ -30,13 +34,14 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=320)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gain", type=float, nargs="*", default=[1.0])
+    ap.add_argument("--truth", type=int, default=0, metavar="POOL")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ck = load_checkpoint(args.checkpoint)
     m = ck.model.eval()
     norm = ConditionNormalizer.from_dict(ck.meta["normalizer"])
     s, t = m.config.image_size, m.config.horizon
-    keys = (X0, FUTURE, CONDITION)
+    keys = (X0, FUTURE, CONDITION) + ((GT_FLOW,) if args.truth else ())
     ds = ClipDataset(args.data, args.split, horizon=t, stride=t, image_size=s, normalizer=norm, keys=keys)
     cam = camera_from_meta(ds.store.meta)
     chosen = fixed_clips(ds, args.clips, seed=0)
@@ -46,8 +51,13 @@ def main() -> None:
             ch = chosen[i : i + 16]
             x0 = torch.stack([c[X0] for c in ch])
             cond = torch.stack([c[CONDITION] for c in ch])
-            f, _ = m.flows(x0, torch.zeros(len(ch), m.config.z_dim), cond)
-            fl = upsample_flow(f[:, -1], s).permute(0, 2, 3, 1).numpy()[:, None]  # (B, 1, H, W, 2)
+            if args.truth:  # the last step's true flow (I0 -> I_T), pooled
+                last = torch.stack([c[GT_FLOW][-1] for c in ch])
+                fl = upsample_flow(F.avg_pool2d(last, args.truth), s) if args.truth > 1 else last
+            else:
+                f, _ = m.flows(x0, torch.zeros(len(ch), m.config.z_dim), cond)
+                fl = upsample_flow(f[:, -1], s)
+            fl = fl.permute(0, 2, 3, 1).numpy()[:, None]  # (B, 1, H, W, 2)
             for b, c in enumerate(ch):
                 st = int(c["start"])
                 pos = ds.store.read(int(c["episode"]), OBJECT_POS, st, st + t + 1)
@@ -72,7 +82,11 @@ def main() -> None:
             g, c = np.median(gain[sel]), np.median(cos[sel])
             print(f"  true {lo}-{hi} px: n={sel.sum()} gain median {g:.2f} cos median {c:.2f}")
     sp = np.array([r[1] for r in still_rows])
-    print(f"stayed (< 5 mm): n={len(sp)}  predicted displacement mean {np.linalg.norm(sp, axis=1).mean():.2f} px")
+    still = np.linalg.norm(sp, axis=1)
+    print(
+        f"stayed (< 5 mm): n={len(sp)}  predicted displacement mean {still.mean():.2f} median {np.median(still):.2f}"
+        f" px; > 2 px: {(still > 2).mean():.0%}, > 4 px: {(still > 4).mean():.0%}"
+    )
     for g in args.gain:
         err_m = np.linalg.norm(g * pred - true, axis=1)
         err_s = np.linalg.norm(g * sp, axis=1)
