@@ -14,7 +14,6 @@ import argparse
 
 import numpy as np
 import torch
-
 import torch.nn.functional as F
 
 from imagine_ros.constants import CONDITION, FUTURE, OBJECT_POS, X0
