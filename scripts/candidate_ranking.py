@@ -26,7 +26,7 @@ import torch
 
 from imagine_ros.planning.cem import PlannerConfig
 from imagine_ros.planning.costs import designated_pixel_cost
-from imagine_ros.planning.oracle import SimPredictor
+from imagine_ros.planning.oracle import OraclePlanner, SimPredictor
 from imagine_ros.planning.runner import TaskConfig, _resize_pixels, make_task_env
 from imagine_ros.predictor import Predictor
 from imagine_ros.sim.motion import eta_actions
@@ -42,6 +42,9 @@ def simulate_states(args, cfg: PlannerConfig) -> dict[str, np.ndarray]:
     tc = TaskConfig(tasks=args.tasks, seed=args.seed, hand="behind")
     env = make_task_env(tc)
     sim = SimPredictor(env, args.horizon)
+    oracle = OraclePlanner(env, horizon=args.horizon)
+    last_only = np.zeros(args.horizon)
+    last_only[-1] = 1.0
     low, high = np.asarray(env.hand_low, np.float64), np.asarray(env.hand_high, np.float64)
     out = {k: [] for k in ("image", "designated", "goal", "eta", "pixel_cost", "final_cm", "seed")}
     from tqdm import tqdm
@@ -59,15 +62,8 @@ def simulate_states(args, cfg: PlannerConfig) -> dict[str, np.ndarray]:
             eta = rng.uniform(low, high, (args.candidates, 3))
             pred = sim.predict(np.broadcast_to(obs["image"], (len(eta), *obs["image"].shape)), eta.astype(np.float32))
             pixel = designated_pixel_cost(pred.flows, designated, goal, cfg.last_step_weight)
-            snap = env.save_state()
-            k, goal_xy = int(env._target_object), np.asarray(env._goal[:2], np.float64)
-            final = np.zeros(len(eta))
-            for j, e in enumerate(eta):
-                env.restore_state(snap)
-                with env.physics_only():
-                    for a in eta_actions(env.ee_target, e, args.horizon, env.config.max_step):
-                        _, _, _, _, inf = env.step(a)
-                final[j] = 100 * float(np.linalg.norm(inf["object_pos"][k, :2] - goal_xy))
+            snap = env.save_state()  # the oracle's simulation, weighted on the last step only: final distance
+            final = np.array([100 * oracle._simulate(snap, e, last_only) for e in eta])
             env.restore_state(snap)
             env.discard_state(snap)
             for key, v in zip(out, (obs["image"], designated, goal, eta, pixel, final, seed)):
