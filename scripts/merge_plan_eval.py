@@ -42,6 +42,7 @@ def main() -> None:
     renames = dict(r.split("=", 1) for r in args.rename)
     merged: dict = {"runs": [], "planners": [], "episodes": {}}
     task_config = None
+    boxes: list = []
     for run in args.runs:
         r = json.loads((run / "results.json").read_text())
         tc = {k: v for k, v in r["task_config"].items() if k not in ("env_id", "env_seeds")}
@@ -50,8 +51,17 @@ def main() -> None:
             task_config = tc
         elif tc != task_config:
             raise SystemExit(f"{run} ran other tasks: {tc} != {task_config}")
+        box = r.get("eta_box")  # older runs did not record it: the hand's whole reachable box
+        if boxes and box != boxes[0]:
+            raise SystemExit(f"{run} searched eta in another box: {box} != {boxes[0]} (plan-eval --max-lift)")
+        boxes.append(box)
         merged["runs"].append(
-            {"folder": str(run), "checkpoints": r.get("checkpoints"), "planner_config": r.get("planner_config")}
+            {
+                "folder": str(run),
+                "checkpoints": r.get("checkpoints"),
+                "planner_config": r.get("planner_config"),
+                "eta_box": r.get("eta_box"),
+            }
         )
         for planner in r["planners"]:
             old = planner["planner"]

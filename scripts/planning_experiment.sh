@@ -10,7 +10,8 @@
 # Settings (environment): DATA, CKPT (the planning checkpoint), OLD (another eta checkpoint planned beside it; empty:
 # none), VD (a frame-only checkpoint, DIS flows, and flow-network flows with FLOWNET; empty: none), FLOWNET (a flow
 # network, imagine-ros flownet: push outcome of VD on its flows, and the simulator-backed planner on its flows), OUT, TASKS (30), SEED (100), CLIPS (200), N (4), SAMPLES/ITERATIONS (200/3, the models' CEM), SIM_SAMPLES/
-# SIM_ITERATIONS (30/2, the simulator-backed planner), ORACLE_SAMPLES (60). Steps already done (their output exists)
+# SIM_ITERATIONS (30/2, the simulator-backed planner), ORACLE_SAMPLES (60), LIFT (plan-eval --max-lift for every
+# planner; empty: the hand's whole reachable height). Steps already done (their output exists)
 # are skipped, so a killed run continues.
 set -euo pipefail
 DATA=${DATA:-data/plan5k}
@@ -28,9 +29,11 @@ ITERATIONS=${ITERATIONS:-3}
 SIM_SAMPLES=${SIM_SAMPLES:-30}
 SIM_ITERATIONS=${SIM_ITERATIONS:-2}
 ORACLE_SAMPLES=${ORACLE_SAMPLES:-60}
+LIFT=${LIFT:-}
 mkdir -p "$OUT"
 common=(--tasks "$TASKS" --seed "$SEED" --budget 30 --execute-steps 3 --hand behind --designated track --device cpu
         --no-progress)
+if [ -n "$LIFT" ]; then common+=(--max-lift "$LIFT"); fi
 
 if [ ! -f "$OUT/push_outcome/dense_epe.md" ]; then
   ckpts=(--checkpoint "$CKPT")

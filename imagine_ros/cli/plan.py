@@ -18,6 +18,18 @@ def _planner_flags(p: argparse.ArgumentParser, samples: int, iterations: int, el
     p.add_argument("--futures", type=int, default=1, help="futures sampled per candidate (default 1)")
 
 
+def _lift_flag(p: argparse.ArgumentParser, default: float | None = None) -> None:
+    shown = "the hand's whole reachable height, 0.15" if default is None else default
+    p.add_argument(
+        "--max-lift",
+        type=float,
+        default=default,
+        metavar="M",
+        help="search eta no higher than M metres above the pushing height, for every planner (e.g. 0.03: pushes "
+        f"near the table, as the planning-matched data pushes; default: {shown})",
+    )
+
+
 def simulator_flows(text: str) -> tuple[str, ...]:
     """``--simulator``'s value -> the flows of the simulator planners: "off" none, "both" exact and dis, else a comma
     list of :data:`~imagine_ros.constants.SIMULATOR_FLOWS` (each once, in the order given)."""
@@ -58,6 +70,7 @@ def add_plan_eval(p: argparse.ArgumentParser) -> None:
         help="hand start: behind the object, away from the goal (default), or the env's random raised start",
     )
     _planner_flags(p, 200, 3, 10)
+    _lift_flag(p)
     p.add_argument("--max-batch", type=int, default=200, help="images per predict call (default 200)")
     p.add_argument("--last-step-weight", type=float, default=10.0, help="weight of the last step's cost (default 10)")
     p.add_argument("--oracle-samples", type=int, default=60, help="oracle CEM candidates (default 60)")
@@ -142,7 +155,7 @@ def run_plan_eval(args: argparse.Namespace) -> int:
         last_step_weight=args.last_step_weight,
         execute_steps=args.execute_steps,
     )
-    low, high = workspace(tc)
+    low, high = workspace(tc, args.max_lift)
     agents: list = [] if args.no_random else [RandomAgent(low, high, horizon)]
     for name, pred in predictors:
         agents += model_agents(name, pred, cfg, low, high, args.flows, args.designated)
@@ -151,7 +164,7 @@ def run_plan_eval(args: argparse.Namespace) -> int:
             SimulatorAgent(_small_cem(args, "sim"), low, high, horizon, size, args.designated, flows, flow_net)
         )
     if not args.no_oracle:
-        agents.append(OracleAgent(_small_cem(args, "oracle"), horizon))
+        agents.append(OracleAgent(_small_cem(args, "oracle"), horizon, eta_low=low, eta_high=high))
     if not agents:
         raise ConfigError("nothing to evaluate: give --checkpoint or leave the random planner / oracle in")
     t0 = time.perf_counter()
@@ -160,6 +173,7 @@ def run_plan_eval(args: argparse.Namespace) -> int:
         "planner_config": cfg.to_dict(),
         "checkpoints": args.checkpoint,
         "flow_net": args.flow_net,
+        "eta_box": [low.tolist(), high.tolist()],
         "seconds": time.perf_counter() - t0,
     }
     paths = write_report(results, tc, args.out, recs, extra)
@@ -170,6 +184,8 @@ def run_plan_eval(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------------- demo
 def add_demo(p: argparse.ArgumentParser) -> None:
+    from imagine_ros.planning.demo import DEMO_MAX_LIFT
+
     p.description = (
         "Load the shipped checkpoint (or --checkpoint, an eta-conditioned model), start a local broker + worker, "
         "plan a few pushes in the simulator through the remote predictor (task i uses env seed --seed + i), and "
@@ -183,6 +199,7 @@ def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local", action="store_true", help="predict in process instead of through a local broker")
     p.add_argument("--oracle", action="store_true", help="also run the simulator oracle on the same tasks (slower)")
     p.add_argument("--no-random", action="store_true", help="leave out the random-action baseline")
+    _lift_flag(p, DEMO_MAX_LIFT)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -209,6 +226,7 @@ def run_demo(args: argparse.Namespace) -> int:
         random_baseline=not args.no_random,
         oracle=args.oracle,
         progress=not args.no_progress,
+        max_lift=args.max_lift,
     )
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"demo report: {out / 'report.md'}")

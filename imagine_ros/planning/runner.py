@@ -255,10 +255,12 @@ class SimulatorAgent(ModelAgent):
 
 
 class OracleAgent:
-    """:class:`OraclePlanner` on the episode's environment."""
+    """:class:`OraclePlanner` on the episode's environment; ``eta_low``/``eta_high`` default to the hand's reachable
+    box."""
 
-    def __init__(self, config: PlannerConfig, horizon: int, name: str = "oracle"):
+    def __init__(self, config: PlannerConfig, horizon: int, name: str = "oracle", eta_low=None, eta_high=None):
         self.name, self.horizon, self.config = name, int(horizon), config
+        self.eta_low, self.eta_high = eta_low, eta_high
         self.planner: OraclePlanner | None = None
         self.seed = 0
 
@@ -266,7 +268,7 @@ class OracleAgent:
         if self.planner is None or self.planner.env is not env:
             if self.planner is not None:
                 self.planner.close()
-            self.planner = OraclePlanner(env, self.config, horizon=self.horizon)
+            self.planner = OraclePlanner(env, self.config, self.eta_low, self.eta_high, horizon=self.horizon)
         self.seed = int(seed)
 
     def act(self, env, obs, info, index) -> PlanResult:
@@ -578,10 +580,19 @@ def model_agents(
     return agents
 
 
-def workspace(tc: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The hand's reachable box (eta_low, eta_high) in metres, from the task environment."""
+def workspace(tc: TaskConfig, max_lift: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The η search box (eta_low, eta_high) in metres: the hand's reachable box from the task environment, its top
+    lowered to ``max_lift`` metres above the pushing height (the lowest reachable one) when given.
+
+    Pushes happen at the pushing height; a lifted η sends the hand over or half over the objects, which the
+    planning-matched data shows rarely (docs/results.md "Planning at the pushing height")."""
     env = make_task_env(tc)
     try:
-        return env.hand_low.copy(), env.hand_high.copy()
+        low, high = env.hand_low.copy(), env.hand_high.copy()
     finally:
         env.close()
+    if max_lift is not None:
+        if not max_lift >= 0:
+            raise ConfigError(f"max_lift must be >= 0 metres, got {max_lift}")
+        high[2] = min(high[2], low[2] + max_lift)
+    return low, high

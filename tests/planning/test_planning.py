@@ -18,7 +18,15 @@ from imagine_ros.planning.costs import (
     point_map,
     propagate_points,
 )
-from imagine_ros.planning.runner import DisFlowPredictor, TaskConfig, make_task_env, wilson_interval
+from imagine_ros.planning.runner import (
+    DisFlowPredictor,
+    OracleAgent,
+    RandomAgent,
+    TaskConfig,
+    make_task_env,
+    wilson_interval,
+    workspace,
+)
 from imagine_ros.prediction import Prediction
 from imagine_ros.predictor import PredictorProtocol
 
@@ -231,6 +239,42 @@ def test_oracle_succeeds_on_an_easy_task_and_leaves_the_real_env_alone():
     finally:
         env.close()
     assert start > 0.09 and info["is_success"], f"object still {info['distance']:.3f} m from the goal"
+
+
+def test_max_lift_keeps_every_planner_at_the_pushing_height(tmp_path, capsys):
+    tc = TaskConfig(tasks=1, budget=3, horizon=6, execute_steps=3)
+    low, high = workspace(tc)
+    assert high[2] - low[2] > 0.1  # the reachable box lets the hand lift 15 cm
+    flat_low, flat = workspace(tc, max_lift=0.01)
+    np.testing.assert_array_equal(flat_low, low)
+    np.testing.assert_array_equal(flat[:2], high[:2])
+    assert flat[2] == pytest.approx(low[2] + 0.01)
+    with pytest.raises(ConfigError, match="max_lift must be >= 0 metres, got -0.01"):
+        workspace(tc, max_lift=-0.01)
+
+    env = make_task_env(tc)
+    try:
+        obs, info = env.reset(seed=3)
+        rand = RandomAgent(flat_low, flat, tc.horizon)
+        oracle = OracleAgent(PlannerConfig(samples=6, iterations=2, elites=2), tc.horizon, eta_low=flat_low,
+                             eta_high=flat)  # fmt: skip
+        for agent in (rand, oracle):
+            agent.reset(env, obs, info, 3)
+            etas = np.array([agent.act(env, obs, info, i).eta for i in range(3)])
+            assert np.all(etas[:, 2] >= low[2] - 1e-6) and np.all(etas[:, 2] <= low[2] + 0.01 + 1e-6), agent.name
+            assert etas[:, :2].std(0).min() > 0  # the plane is still searched
+        oracle.close()
+    finally:
+        env.close()
+
+    out = tmp_path / "plans"
+    args = ["plan-eval", "--out", str(out), "--no-random", "--tasks", "1", "--budget", "3", "--oracle-samples", "4"]
+    args += ["--oracle-iterations", "1", "--oracle-elites", "2", "--gifs", "0", "--no-progress", "--max-lift"]
+    assert cli_main([*args, "0.02"]) == 0
+    box = json.loads((out / "results.json").read_text())["eta_box"]
+    assert box[1][2] == pytest.approx(box[0][2] + 0.02) and box[1][:2] == pytest.approx(high[:2].tolist())
+    assert cli_main([*args, "-1"]) == 2
+    assert "max_lift must be >= 0 metres, got -1.0" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------- demo
