@@ -25,8 +25,8 @@ def _lift_flag(p: argparse.ArgumentParser, default: float | None = None) -> None
         type=float,
         default=default,
         metavar="M",
-        help="search eta no higher than M metres above the pushing height, for every planner (e.g. 0.03: pushes "
-        f"near the table, as the planning-matched data pushes; default: {shown})",
+        help="search eta no higher than M metres above the pushing height, for every planner (e.g. 0: pushes in "
+        f"the table plane, where the planning-matched data pushes; default: {shown})",
     )
 
 

@@ -64,6 +64,21 @@ def test_candidate_ranking_scores_candidates_against_the_simulator(eta_checkpoin
 
     assert figures(again.stdout) == figures(out)
 
+    # --max-lift ranks only the candidates near the pushing height: here at least the lowest two of each state
+    from imagine_ros.planning.runner import TaskConfig, workspace
+
+    floor = float(workspace(TaskConfig(tasks=1))[0][2])
+    lift = float(np.sort(states["eta"][..., 2], 1)[:, 1].max()) - floor + 1e-6
+    keep = states["eta"][..., 2] <= floor + lift
+    low = _ranking(*args, "--cache", str(cache), "--max-lift", str(lift))
+    assert low.returncode == 0, low.stderr[-2000:]
+    assert f"2 states x {keep.sum(1).mean():.3g} candidates" in low.stdout
+    best = float(re.search(r"best candidate's final distance ([\d.]+) cm", low.stdout).group(1))
+    expected = np.mean([f[k].min() for f, k in zip(states["final_cm"], keep)])
+    assert best == pytest.approx(expected, abs=0.006)
+    none = _ranking(*args, "--cache", str(cache), "--max-lift", "-1")
+    assert none.returncode != 0 and "fewer than 2 candidates" in none.stderr
+
 
 def test_candidate_ranking_refuses_the_evaluation_tasks():
     proc = _ranking("--tasks", "4", "--seed", "98", "--candidates", "2")
