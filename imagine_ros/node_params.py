@@ -239,7 +239,8 @@ PREDICTION_PARAMS: tuple[Param, ...] = (
           "planner: lower corner of the eta search box (metres, eta_frame)", length=3,
           low=-10.0, high=10.0),
     Param("planner.eta_high", "double_array", [0.75, 0.2, 0.2],
-          "planner: upper corner of the eta search box (metres, eta_frame)", length=3,
+          "planner: upper corner of the eta search box (metres, eta_frame; equal to eta_low on an axis "
+          "fixes it, e.g. z at the pushing height)", length=3,
           low=-10.0, high=10.0),
     Param("planner.designated", "double_array", [-1.0, -1.0],
           "planner: pixel (x right, y down) of the object to push in the camera image; a negative coordinate "

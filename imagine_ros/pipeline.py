@@ -288,7 +288,8 @@ def future_grids(prediction: Prediction, index: int = 0, flow_vis_max: float = 0
 @dataclass(frozen=True)
 class PlannerSettings:
     """The planner part of the node's parameters. ``designated`` (K, 2) and ``goal`` (2,) are camera-image pixels
-    (x right, y down); ``None`` = not known yet. ``eta_low``/``eta_high``: the η search box, metres."""
+    (x right, y down); ``None`` = not known yet. ``eta_low``/``eta_high``: the η search box, metres (an axis with
+    equal bounds stays fixed: ``eta_high[2] == eta_low[2]`` plans in the table plane at that height, as the demo)."""
 
     samples: int = 64
     iterations: int = 3
@@ -301,8 +302,11 @@ class PlannerSettings:
 
     def __post_init__(self) -> None:
         lo, hi = np.asarray(self.eta_low, float), np.asarray(self.eta_high, float)
-        if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
-            raise ConfigError(f"planner eta box needs eta_low < eta_high per axis (3 numbers each), got {lo}, {hi}")
+        if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo <= hi):
+            raise ConfigError(
+                f"planner eta box needs eta_low <= eta_high per axis (3 numbers each; equal fixes the axis), "
+                f"got {lo}, {hi}"
+            )
         if self.elites > self.samples:
             raise ConfigError(f"planner elites ({self.elites}) cannot exceed samples ({self.samples})")
 

@@ -387,8 +387,11 @@ def test_pipeline_from_parameters(tmp_path):
     hook.set_designated([3.0, 4.0])
     assert hook.ready
     np.testing.assert_array_equal(hook.designated, [[3.0, 4.0]])
-    with pytest.raises(ConfigError, match="eta_low < eta_high"):
+    with pytest.raises(ConfigError, match="eta_low <= eta_high"):
         pl.planner_from_params(params(**{"planner.enabled": True, "planner.eta_low": [1.0, 0.0, 0.0]}))
+    # equal bounds fix an axis: planning in the table plane at the pushing height, as the demo does
+    flat = {"planner.enabled": True, "planner.goal": [10.0, 12.0], "planner.eta_high": [0.75, 0.2, 0.0]}
+    assert pl.planner_from_params(params(**flat)) is not None
 
 
 def test_planner_waits_for_a_task(copy_last):
