@@ -586,13 +586,13 @@ def workspace(tc: TaskConfig, max_lift: float | None = None) -> tuple[np.ndarray
 
     Pushes happen at the pushing height; a lifted η sends the hand over or half over the objects, which the
     planning-matched data shows rarely (docs/results.md "Planning at the pushing height")."""
+    if max_lift is not None and not max_lift >= 0:
+        raise ConfigError(f"max_lift must be >= 0 metres, got {max_lift}")
     env = make_task_env(tc)
     try:
         low, high = env.hand_low.copy(), env.hand_high.copy()
     finally:
         env.close()
     if max_lift is not None:
-        if not max_lift >= 0:
-            raise ConfigError(f"max_lift must be >= 0 metres, got {max_lift}")
         high[2] = min(high[2], low[2] + max_lift)
     return low, high
