@@ -6,7 +6,7 @@ import argparse
 import time
 
 from imagine_ros.cli._common import add_common, checkpoint_name
-from imagine_ros.constants import DESIGNATED_MODES, SIMULATOR_FLOWS
+from imagine_ros.constants import DEMO_MAX_LIFT, DESIGNATED_MODES, SIMULATOR_FLOWS
 from imagine_ros.errors import ConfigError
 
 
@@ -184,8 +184,6 @@ def run_plan_eval(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------------- demo
 def add_demo(p: argparse.ArgumentParser) -> None:
-    from imagine_ros.planning.demo import DEMO_MAX_LIFT
-
     p.description = (
         "Load the shipped checkpoint (or --checkpoint, an eta-conditioned model), start a local broker + worker, "
         "plan a few pushes in the simulator through the remote predictor (task i uses env seed --seed + i), and "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imagine_ros.constants import DEMO_MAX_LIFT
 from imagine_ros.errors import ConfigError
 from imagine_ros.planning.cem import PlannerConfig
 from imagine_ros.planning.runner import (
@@ -32,9 +33,6 @@ from imagine_ros.planning.runner import (
 )
 
 DEMO_CHECKPOINT = "data/demo/model.json"
-#: The demo's η box: the reachable box with its top this many metres above the pushing height (plan-eval --max-lift;
-#: chosen on the tuning tasks, env seeds 500-519: docs/results.md "Planning at the pushing height").
-DEMO_MAX_LIFT = 0.0
 
 
 def shipped_checkpoint() -> Path:
