@@ -961,10 +961,22 @@ def test_broker_survives_fuzzing_and_keeps_serving(copy_predictor):
             # fuzzers that registered as copy_last workers go silent now and expire (liveness x heartbeat); once only
             # the real worker is left, real requests are served (sent earlier, one may meet two silent fuzzers in turn
             # and be answered "workers died twice", which is the broker's documented behaviour, not a failure)
-            wait_until(
-                lambda: len(broker.stats()["services"].get("copy_last", {}).get("workers", [])) == 1,
-                what="the silent fuzzer workers to expire",
-            )
+            # ... and once the broker has drained what the fuzzers sent: one worker, and no counter moving for longer
+            # than a worker lives without heartbeats (a READY still queued would register another silent worker
+            # after a check of the worker count alone)
+            for f in fuzzers:
+                f.close()
+            quiet = {"snap": None, "since": time.monotonic()}
+
+            def settled() -> bool:
+                s = broker.stats()
+                snap = tuple(v for v in s.values() if isinstance(v, int))
+                if snap != quiet["snap"]:
+                    quiet.update(snap=snap, since=time.monotonic())
+                workers = s["services"].get("copy_last", {}).get("workers", [])
+                return len(workers) == 1 and time.monotonic() - quiet["since"] > 4 * HB
+
+            wait_until(settled, timeout=30.0, what="the silent fuzzer workers to expire and the broker to settle")
             for seed in range(5):
                 img = images(1, seed=seed)
                 r = remote.predict(img, None, num_samples=2)
