@@ -30,7 +30,7 @@ import torch
 from imagine_ros.planning.cem import PlannerConfig
 from imagine_ros.planning.costs import designated_pixel_cost
 from imagine_ros.planning.oracle import OraclePlanner, SimPredictor
-from imagine_ros.planning.runner import TaskConfig, _resize_pixels, make_task_env
+from imagine_ros.planning.runner import TaskConfig, _resize_pixels, make_task_env, workspace
 from imagine_ros.predictor import Predictor
 from imagine_ros.sim.motion import eta_actions
 
@@ -98,11 +98,9 @@ def main() -> None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(args.cache, **states)
     keep = np.ones(states["eta"].shape[:2], bool)
-    if args.max_lift is not None:
-        env = make_task_env(TaskConfig(tasks=1, seed=args.seed))
-        floor = float(env.hand_low[2])
-        env.close()
-        keep = states["eta"][..., 2] <= floor + args.max_lift
+    if args.max_lift is not None:  # the box plan-eval --max-lift searches
+        top = workspace(TaskConfig(tasks=1, seed=args.seed), args.max_lift)[1][2]
+        keep = states["eta"][..., 2] <= top
         print(f"--max-lift {args.max_lift}: {keep.sum(1).mean():.3g} candidates per state")
         if keep.sum(1).min() < 2:
             raise SystemExit(f"some states keep fewer than 2 candidates at --max-lift {args.max_lift}: raise it")

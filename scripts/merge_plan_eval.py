@@ -42,7 +42,6 @@ def main() -> None:
     renames = dict(r.split("=", 1) for r in args.rename)
     merged: dict = {"runs": [], "planners": [], "episodes": {}}
     task_config = None
-    boxes: list = []
     for run in args.runs:
         r = json.loads((run / "results.json").read_text())
         tc = {k: v for k, v in r["task_config"].items() if k not in ("env_id", "env_seeds")}
@@ -52,15 +51,15 @@ def main() -> None:
         elif tc != task_config:
             raise SystemExit(f"{run} ran other tasks: {tc} != {task_config}")
         box = r.get("eta_box")  # older runs did not record it: the hand's whole reachable box
-        if boxes and box != boxes[0]:
-            raise SystemExit(f"{run} searched eta in another box: {box} != {boxes[0]} (plan-eval --max-lift)")
-        boxes.append(box)
+        if merged["runs"] and box != merged["runs"][0]["eta_box"]:
+            first = merged["runs"][0]["eta_box"]
+            raise SystemExit(f"{run} searched eta in another box: {box} != {first} (plan-eval --max-lift)")
         merged["runs"].append(
             {
                 "folder": str(run),
                 "checkpoints": r.get("checkpoints"),
                 "planner_config": r.get("planner_config"),
-                "eta_box": r.get("eta_box"),
+                "eta_box": box,
             }
         )
         for planner in r["planners"]:
@@ -77,6 +76,7 @@ def main() -> None:
             planner, task = gif.stem.rsplit("_task", 1)  # plan-eval's names: SLUG_taskNNN.gif
             shutil.copy(gif, args.out / "episodes" / f"{slugs.get(planner, planner)}_task{task}.gif")
     merged["task_config"] = task_config
+    merged["eta_box"] = merged["runs"][0]["eta_box"]  # the same for every run: a merged folder can be merged again
     summaries = [_Summary(s) for s in merged["planners"]]
     text = table(summaries, TaskConfig(**{**task_config, "goal_distance": tuple(task_config["goal_distance"])}))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +277,18 @@ def test_max_lift_keeps_every_planner_at_the_pushing_height(tmp_path, capsys):
     assert box[1][2] == pytest.approx(box[0][2] + 0.02) and box[1][:2] == pytest.approx(high[:2].tolist())
     assert cli_main([*args, "-1"]) == 2
     assert "max_lift must be >= 0 metres, got -1.0" in capsys.readouterr().err
+
+    # merge_plan_eval.py keeps the box and refuses to merge runs that searched different boxes, merged or not
+    whole = tmp_path / "whole"
+    assert cli_main(["plan-eval", "--out", str(whole), "--no-oracle", "--tasks", "1", "--budget", "3", "--gifs", "0",
+                     "--no-progress"]) == 0  # fmt: skip
+    merge = [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "merge_plan_eval.py"), "--out"]
+    ok = subprocess.run([*merge, str(tmp_path / "m1"), str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((tmp_path / "m1" / "results.json").read_text())["eta_box"] == box
+    for first in (out, tmp_path / "m1"):
+        bad = subprocess.run([*merge, str(tmp_path / "m2"), str(first), str(whole)], capture_output=True, text=True)
+        assert bad.returncode != 0 and "searched eta in another box" in bad.stderr
 
 
 # --------------------------------------------------------------------------------------------------------- demo

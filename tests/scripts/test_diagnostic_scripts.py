@@ -76,8 +76,10 @@ def test_candidate_ranking_scores_candidates_against_the_simulator(eta_checkpoin
     best = float(re.search(r"best candidate's final distance ([\d.]+) cm", low.stdout).group(1))
     expected = np.mean([f[k].min() for f, k in zip(states["final_cm"], keep)])
     assert best == pytest.approx(expected, abs=0.006)
-    none = _ranking(*args, "--cache", str(cache), "--max-lift", "-1")
+    none = _ranking(*args, "--cache", str(cache), "--max-lift", "0")  # no uniform draw lies exactly on the floor
     assert none.returncode != 0 and "fewer than 2 candidates" in none.stderr
+    negative = _ranking(*args, "--cache", str(cache), "--max-lift", "-1")
+    assert negative.returncode != 0 and "max_lift must be >= 0 metres" in negative.stderr
 
 
 def test_candidate_ranking_refuses_the_evaluation_tasks():
