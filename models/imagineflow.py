@@ -146,6 +146,7 @@ def invert_flow(flow: torch.Tensor, iterations: int = INVERSE_ITERATIONS) -> tor
 
 
 GT_FLOW_LOSSES = ("l1", "l2")
+MAX_PHOTOMETRIC_SCALES = 5  # photometric_scales: sigma up to 16 px
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,10 @@ class ImagineFlowConfig(MethodConfig):
     tv_weight: float = 0.01
     mask_weight: float = 0.1
     mask_temperature: float = 0.25  # pixels: soft mask sigmoid((threshold - delta) / T) of the anti-collapse term
+    # not in the paper (1 = its L_bi-vc at full resolution only): L_bi-vc is also taken, with the same flows and masks,
+    # between images blurred by Gaussians of sigma 2, 4, ... 2^(n-1) px and summed; at full resolution the warp's
+    # gradient at zero flow does not point along motions of several pixels, blurred it does (training step docstring)
+    photometric_scales: int = 1
     # not in the paper (0 = its unsupervised training): weight of an L1 term pulling the chosen steps' flows towards
     # OpenCV DIS flows of the training clip (pseudo-labels, computed in the step); see the step's docstring
     flow_supervision: float = 0.0
@@ -267,6 +272,7 @@ class ImagineFlowConfig(MethodConfig):
         for name in ("z_dim", "gen_top", "time_kernel", "flow_stride", "motion_pool"):
             check_int(name, getattr(self, name))
         check_int("loss_steps", self.loss_steps, minimum=0)
+        check_int("photometric_scales", self.photometric_scales, maximum=MAX_PHOTOMETRIC_SCALES)
         if self.time_kernel % 2 == 0:
             raise ConfigError(f"time_kernel must be odd, got {self.time_kernel}")
         levels = len(self.enc_channels)

@@ -23,6 +23,13 @@ Scene (everything drawn from ``np.random.default_rng(seed)`` of the episode, see
   radii rounded to 1/16 px for drawing; the recorded positions are the exact float positions, at most 1/32 px from
   what is drawn). ``antialias=False`` (default) draws with ``cv2.LINE_8`` so every shape pixel has exactly the shape's
   colour; ``antialias=True`` uses ``cv2.LINE_AA`` (blended edges, exact interior) for every shape of the dataset.
+  ``supersample=s`` (> 1) draws each shape with ``cv2.LINE_8`` into an ``s``-times larger image and averages it
+  down (``cv2.INTER_AREA``): every edge pixel gets the shape's covered area, to 1/s^2, in both axes (OpenCV's LINE_AA
+  blends the left and right edges of a filled polygon but not its horizontal ones, so a square's or triangle's
+  vertical position is whole pixels there). Sub-pixel positions are then visible in the image, which is what
+  measuring displacements in frames needs (:mod:`imagine_ros.evaluation.shapes_kl`); ``imagine-ros shapes-kl``
+  generates its data with ``supersample=8``. Overlapping shapes: the later one covers the earlier one's share of
+  each pixel.
   OpenCV's filled shapes also cover pixels whose centres lie up to about half a pixel outside the ideal outline
   (LINE_AA adds a blended fringe of about one more pixel); the pixel centroid of a lone shape is within about 0.5 px
   of its recorded position, without systematic bias (checked: mean offset < 0.05 px).
@@ -96,6 +103,7 @@ CIRCLE_TRIANGLE = "circle_triangle"
 REFERENCE_SIZE = 64  # image size at which min_radius/max_radius are given
 MIN_IMAGE_SIZE = 16
 MAX_SLOTS = 64
+MAX_SUPERSAMPLE = 16
 COLOR_LOW = 64  # lowest channel value of a shape colour
 SHIFT = 4  # fractional bits of the OpenCV drawing coordinates (1/16 px)
 ACTION_DIM = 2
@@ -112,6 +120,8 @@ class ShapesConfig:
     min_radius, max_radius: shape size r in px at 64-px images, scaled by image_size / 64.
     correlated: circles and triangles share one speed per episode (the paper's circle/triangle correlation).
     antialias: draw with cv2.LINE_AA instead of cv2.LINE_8.
+    supersample: draw at this many times the size with cv2.LINE_8 and average down (1 = off; see the module
+    docstring); exclusive with antialias.
     """
 
     image_size: int = 64
@@ -123,9 +133,10 @@ class ShapesConfig:
     max_radius: float = 12.0
     correlated: bool = True
     antialias: bool = False
+    supersample: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "frames", "min_shapes", "max_shapes"):
+        for name in ("image_size", "frames", "min_shapes", "max_shapes", "supersample"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ConfigError(f"shapes {name} must be an integer, got {value!r}")
@@ -142,6 +153,10 @@ class ShapesConfig:
             if not isinstance(value, (bool, np.bool_)):
                 raise ConfigError(f"shapes {name} must be true or false, got {value!r}")
             object.__setattr__(self, name, bool(value))
+        if not 1 <= self.supersample <= MAX_SUPERSAMPLE:
+            raise ConfigError(f"shapes supersample must be between 1 and {MAX_SUPERSAMPLE}, got {self.supersample}")
+        if self.supersample > 1 and self.antialias:
+            raise ConfigError("shapes supersample and antialias exclude each other: supersampling already blends edges")
         if self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"shapes image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
         if self.frames < 2:
@@ -224,20 +239,28 @@ def render_frame(
     sizes: np.ndarray,
     colors: np.ndarray,
     antialias: bool = False,
+    supersample: int = 1,
 ) -> np.ndarray:
     """Draw the shapes of one frame, slot 0 first (bottom); padding slots (type -1) are skipped.
 
-    types: (K,) int; positions: (K, 2 or 3) float pixels (x, y, ...); sizes: (K,) float px; colors: (K, 3) uint8 RGB.
+    types: (K,) int; positions: (K, 2 or 3) float pixels (x, y, ...); sizes: (K,) float px; colors: (K, 3) uint8 RGB;
+    supersample: draw ``supersample`` times larger and average down (module docstring).
     Returns (image_size, image_size, 3) uint8 RGB on black.
     """
-    img = np.zeros((image_size, image_size, 3), dtype=np.uint8)
+    s = int(supersample)
+    big = image_size * s
+    img = np.zeros((big, big, 3), dtype=np.uint8)
     for k in range(len(types)):
         kind = int(types[k])
         if kind == PADDING:
             continue
         color = tuple(int(c) for c in colors[k])
-        _draw_shape(img, kind, float(positions[k, 0]), float(positions[k, 1]), float(sizes[k]), color, antialias)
-    return img
+        # pixel centres at integers in both images: big coordinate = s * x + (s - 1) / 2
+        x, y = s * float(positions[k, 0]) + (s - 1) / 2, s * float(positions[k, 1]) + (s - 1) / 2
+        _draw_shape(img, kind, x, y, s * float(sizes[k]), color, antialias)
+    if s == 1:
+        return img
+    return cv2.resize(img, (image_size, image_size), interpolation=cv2.INTER_AREA)
 
 
 def shapes_episode(config: dict, index: int, seed: int) -> dict[str, np.ndarray]:
@@ -291,9 +314,9 @@ def shapes_episode(config: dict, index: int, seed: int) -> dict[str, np.ndarray]
     obj_color = np.zeros((slots, 3), dtype=np.uint8)
     obj_color[:n] = colors
 
-    frames = np.stack([render_frame(size, types, track[i], radii, colors, cfg.antialias) for i in range(steps)]).astype(
-        np.uint8
-    )
+    frames = np.stack(
+        [render_frame(size, types, track[i], radii, colors, cfg.antialias, cfg.supersample) for i in range(steps)]
+    ).astype(np.uint8)
     return {
         FRAMES: frames,
         EE_POS: np.zeros((steps, 3), dtype=np.float32),

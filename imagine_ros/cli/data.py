@@ -137,6 +137,13 @@ def add_shapes(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-speed", type=float, default=d.max_speed, help=f"speed limit in px/frame (default {d.max_speed:g})"
     )
+    p.add_argument(
+        "--supersample",
+        type=int,
+        default=d.supersample,
+        help="draw this many times larger and average down, so that edges show sub-pixel positions "
+        f"(default {d.supersample} = off; shapes-kl uses 8)",
+    )
 
 
 def run_shapes(args: argparse.Namespace) -> int:
@@ -150,6 +157,7 @@ def run_shapes(args: argparse.Namespace) -> int:
         min_shapes=min_shapes,
         max_shapes=args.max_shapes,
         max_speed=args.max_speed,
+        supersample=args.supersample,
     )
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")

@@ -249,6 +249,7 @@ def add_shapes_kl(p: argparse.ArgumentParser) -> None:
 def run_shapes_kl(args: argparse.Namespace) -> int:
     from imagine_ros.evaluation import shapes_kl
     from imagine_ros.evaluation.evaluate import copy_last_like
+    from imagine_ros.evaluation.shapes_kl import SHAPES_SUPERSAMPLE
     from imagine_ros.predictor import Predictor
     from imagine_ros.sim.shapes import ShapesConfig, collect_shapes
     from imagine_ros.training.trainer import TrainConfig, train
@@ -261,7 +262,7 @@ def run_shapes_kl(args: argparse.Namespace) -> int:
             args.dataset_episodes,
             workers=args.workers,
             seed=args.seed,
-            config=ShapesConfig(image_size=args.image_size),
+            config=ShapesConfig(image_size=args.image_size, supersample=SHAPES_SUPERSAMPLE),
             progress=not args.no_progress,
         )
     checkpoint = args.checkpoint
