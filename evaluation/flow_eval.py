@@ -311,6 +311,7 @@ def dense_eval(
     moving_px: float = 0.5,
     push_threshold: float = PUSH_THRESHOLD,
     progress: bool = True,
+    shuffle_eta: bool = False,
 ) -> DenseEvalResult:
     """Dense flow EPE against the simulator's ground truth, and the push-outcome error, on ``clips`` fixed clips.
 
@@ -327,6 +328,11 @@ def dense_eval(
     the object's true projected centre at the last frame: the mean over samples per (clip, object), then mean and
     median over pairs, beside zero flow (no motion predicted) and the ground-truth flow carried the same way (the
     floor of this measure: the centre's pixel shows a surface point, not the centre itself).
+
+    ``shuffle_eta``: every clip is predicted with the η of another of the chosen clips (a derangement drawn from
+    ``seed``, :func:`imagine_ros.evaluation.controllability.derangement`) and scored against its own ground truth, with
+    the same sampling seeds: a model whose flows follow η scores worse than with the clip's own η; one that ignores
+    η scores the same. The row's name gets `` (shuffled η)``.
     """
     from tqdm.auto import tqdm
 
@@ -339,13 +345,19 @@ def dense_eval(
     ds = ClipDataset(data, split, horizon=t, stride=t, image_size=s, keys=(X0, CONDITION, EE, GT_FLOW, VISIBLE))
     camera = camera_from_meta(ds.store.meta)
     chosen = fixed_clips(ds, min(clips, len(ds)), seed=seed)
+    etas = np.stack([c[CONDITION].numpy() for c in chosen])
+    if shuffle_eta:
+        from imagine_ros.evaluation.controllability import derangement
+
+        etas = etas[derangement(len(chosen), np.random.default_rng(seed))]
+        name = f"{name or predictor.method} (shuffled η)"
     mov_best, mov_mean, mov_zero, st_best, st_mean = [], [], [], [], []
     push_err, push_zero, push_gt = [], [], []
     source = ""
     for i in tqdm(range(0, len(chosen), batch), desc=f"dense EPE {name or predictor.method}", disable=not progress):
         chunk = chosen[i : i + batch]
         images = tensor_to_frames(torch.stack([c[X0] for c in chunk]))
-        eta = np.stack([c[CONDITION].numpy() for c in chunk])
+        eta = etas[i : i + batch]
         ee0 = np.stack([c[EE][0].numpy() for c in chunk])
         pred = predictor.predict(images, conditions_for(predictor, eta, ee0), num_samples=samples, seed=seed + i)
         source = pred.flow_source

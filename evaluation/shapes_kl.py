@@ -57,7 +57,8 @@ PAPER_FLOW_BASELINE = {"circle": 6.77, "square": 7.07, "triangle": 6.07, "circle
 MEASURES = ("frames", "flow")
 COLOR_SIGMA = 40.0  # colour evidence width, of 255 per channel
 SEARCH = 7.0  # px: shifts searched in each direction (the histograms cover +-5, the data's speeds +-4)
-COARSE_STEP, FINE_STEP = 0.5, 0.125  # px
+COARSE_STEP, FINE_STEP, FINEST_STEP = 0.5, 0.125, 0.03125  # px
+PHASES = 32  # sub-pixel drawings per axis and shape (1 / FINEST_STEP); other shifts move them by whole pixels
 SHAPES_SUPERSAMPLE = 8  # the drawing of the data shapes-kl generates (sim.shapes: sub-pixel edges in both axes)
 
 
@@ -67,19 +68,6 @@ def _coverage(size: int, kind: int, x: float, y: float, r: float, antialias: boo
         size, np.array([kind]), np.array([[x, y]]), np.array([r]), np.array([[255, 255, 255]]), antialias, supersample
     )
     return img[..., 0].astype(np.float32) / 255.0
-
-
-def _quadratic_peak(scores: np.ndarray) -> np.ndarray:
-    """Offset (a, b) in grid steps of the peak of a 2-D quadratic fitted to a 3 x 3 patch of scores (axes a, b);
-    clipped to +-1/2 step (a flat or saddle fit gives 0)."""
-    a, b = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij")
-    a, b = a.ravel(), b.ravel()
-    design = np.stack([np.ones(9), a, b, a * a, a * b, b * b], 1)
-    c = np.linalg.lstsq(design, scores.ravel(), rcond=None)[0]
-    hess = np.array([[2 * c[3], c[4]], [c[4], 2 * c[5]]])
-    if np.linalg.det(hess) <= 0 or hess[0, 0] >= 0:
-        return np.zeros(2)
-    return np.clip(np.linalg.solve(hess, -c[1:3]), -0.5, 0.5)
 
 
 class TemplateMatcher:
@@ -99,14 +87,30 @@ class TemplateMatcher:
         grid = np.arange(-SEARCH, SEARCH + 1e-9, COARSE_STEP)
         self.coarse_shifts = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
         self._coarse: dict[int, np.ndarray] = {}
+        self._phases: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self._pad = int(np.ceil(SEARCH)) + 2
 
-    def _templates(self, k: int, shifts: np.ndarray) -> np.ndarray:
-        x, y = self.pos[k]
-        kind, r = int(self.types[k]), float(self.sizes[k])
-        t = np.stack(
-            [_coverage(self.size, kind, x + dx, y + dy, r, self.antialias, self.supersample) for dx, dy in shifts]
-        )
-        return t.reshape(len(shifts), -1)
+    def _phase(self, k: int, fx: int, fy: int, supersample: int) -> np.ndarray:
+        """Shape k drawn at its input position + (fx, fy) / PHASES px on a canvas padded by ``_pad`` px (cached)."""
+        key = (k, fx, fy, supersample)
+        if key not in self._phases:
+            x, y = self.pos[k] + self._pad + np.array([fx, fy]) / PHASES
+            kind, r = int(self.types[k]), float(self.sizes[k])
+            self._phases[key] = _coverage(self.size + 2 * self._pad, kind, x, y, r, self.antialias, supersample)
+        return self._phases[key]
+
+    def _templates(self, k: int, shifts: np.ndarray, supersample: int | None = None) -> np.ndarray:
+        """(len(shifts), H*W) float32: shape k's coverage drawn at each shift. A shift is a whole-pixel move of one
+        of PHASES^2 sub-pixel drawings (exactly what drawing at the shift gives, up to 1/PHASES px)."""
+        ss = self.supersample if supersample is None else supersample
+        q = np.round(np.asarray(shifts, np.float64) * PHASES).astype(np.int64)
+        whole, frac = np.divmod(q, PHASES)
+        p, n = self._pad, self.size
+        out = np.empty((len(q), n * n), np.float32)
+        for i, ((ix, iy), (fx, fy)) in enumerate(zip(whole, frac)):
+            canvas = self._phase(k, int(fx), int(fy), ss)
+            out[i] = canvas[p - iy : p - iy + n, p - ix : p - ix + n].reshape(-1)
+        return out
 
     def evidence(self, flat: np.ndarray, k: int) -> np.ndarray:
         """(H*W,) float32: how much of each pixel is shape k's colour over black (its coverage, where the pixel is
@@ -126,28 +130,27 @@ class TemplateMatcher:
         out = np.full((len(self.types), 2), np.nan)
         free = np.ones(self.size * self.size, np.float32)
         flat = frame.reshape(-1, 3).astype(np.float64)
-        fine_axis = np.arange(-COARSE_STEP, COARSE_STEP + 1e-9, FINE_STEP)
-        n = len(fine_axis)
         for k in range(len(self.types) - 1, -1, -1):  # the top of the depth order first
             if not self.visible[k]:
                 continue
             a2 = 2 * self.evidence(flat, k) * free
             if k not in self._coarse:
-                self._coarse[k] = self._templates(k, self.coarse_shifts)
+                # the coarse search only finds the basin: drawn with at most 2x supersampling (5x faster at 32 px)
+                self._coarse[k] = self._templates(k, self.coarse_shifts, min(self.supersample, 2))
             coarse = self._coarse[k]
             best = self.coarse_shifts[int(np.argmax(coarse @ a2 - np.square(coarse) @ free))]
-            fine = best + np.stack(np.meshgrid(fine_axis, fine_axis, indexing="ij"), -1).reshape(-1, 2)
-            templates = self._templates(k, fine)
-            scores = templates @ a2 - np.square(templates) @ free
-            i = int(np.argmax(scores))
+            for step, reach in ((FINE_STEP, COARSE_STEP), (FINEST_STEP, FINE_STEP)):
+                axis = np.arange(-reach, reach + 1e-9, step)
+                shifts = best + np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+                templates = self._templates(k, shifts)
+                scores = templates @ a2 - np.square(templates) @ free
+                i = int(np.argmax(scores))
+                best = shifts[i]
             if not scores[i] > 0:
                 continue
-            ia, ib = divmod(i, n)
-            shift = fine[i].copy()
-            if 0 < ia < n - 1 and 0 < ib < n - 1:
-                patch = scores.reshape(n, n)[ia - 1 : ia + 2, ib - 1 : ib + 2]
-                shift += FINE_STEP * _quadratic_peak(patch)
-            out[k] = shift
+            # a drawn outline is the same over a small range of shifts: take the middle of the tied ones
+            ties = np.flatnonzero(scores >= scores[i] - 1e-6 * abs(scores[i]))
+            out[k] = shifts[ties].mean(0)
             free[templates[i] > 0] = 0.0
         return out
 

@@ -79,6 +79,12 @@ def add_flow_eval(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dense-moving-px", type=float, default=0.5, help="dense: a pixel moves from this many px (0.5)")
     p.add_argument("--no-copy-last", action="store_true", help="dense: leave out the copy_last row")
+    p.add_argument(
+        "--dense-shuffled-eta",
+        action="store_true",
+        help="dense: also score each conditioned checkpoint with another clip's eta (same seeds): how much its flows "
+        "follow eta",
+    )
     add_common(p, "flow-net")
     p.add_argument(
         "--gif", metavar="DIR", default=None, help="also write DIR/NAME_flows.gif: samples, flow colours, masks"
@@ -137,6 +143,23 @@ def run_flow_eval(args: argparse.Namespace) -> int:
                     progress=not args.no_progress,
                 )
             )
+        if args.dense_shuffled_eta:
+            for name, pred in predictors:
+                if pred.condition_dim:
+                    dense_results.append(
+                        dense_eval(
+                            pred,
+                            args.data,
+                            args.split,
+                            args.clips,
+                            args.samples,
+                            args.seed,
+                            name=name,
+                            moving_px=args.dense_moving_px,
+                            progress=not args.no_progress,
+                            shuffle_eta=True,
+                        )
+                    )
         print()
         print(dense_table(dense_results, args.split, args.data))
     if args.out:
@@ -244,6 +267,13 @@ def add_shapes_kl(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=200, help="test images to evaluate (default 200)")
     p.add_argument("--samples", type=int, default=20, help="samples per test image (default 20)")
     p.add_argument("--workers", type=int, default=2, help="processes for data generation (default 2)")
+    p.add_argument(
+        "--measure",
+        default="frames",
+        choices=["frames", "flow"],
+        help="how displacements are measured: frames = template matching of each shape in the predicted frame "
+        "(default), flow = the mean predicted flow over the shape's input pixels (the earlier measurement)",
+    )
 
 
 def run_shapes_kl(args: argparse.Namespace) -> int:
@@ -291,7 +321,7 @@ def run_shapes_kl(args: argparse.Namespace) -> int:
     ours = Predictor.from_checkpoint(checkpoint, device=args.device)
     predictors = {"visual_dynamics (ours)": ours, "copy_last": copy_last_like(ours)}
     result = shapes_kl.run(
-        predictors, data, "test", args.episodes, args.samples, args.seed, progress=not args.no_progress
+        predictors, data, "test", args.episodes, args.samples, args.seed, not args.no_progress, args.measure
     )
     shapes_kl.write(result, out)
     print(shapes_kl.table(result))

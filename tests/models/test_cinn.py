@@ -380,3 +380,22 @@ def test_both_stages_through_the_trainer_then_predictor_and_transfer_cli(data, t
         cli_main(["eta-sweep", "--checkpoint", str(s2 / "model.json"), "--data", str(data), "--out", str(sweep)]) == 0
     )
     assert sweep.stat().st_size > 0
+
+
+def test_x0_blend_starts_near_a_copy_of_x0_and_the_paper_decoder_does_not():
+    assert CINNConfig.preset("small").x0_blend and CINNConfig.preset("tiny").x0_blend
+    assert not CINNConfig.preset("paper").x0_blend
+    torch.manual_seed(0)
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = torch.randn(2, 8)
+    blend = build("cinn", "tiny").eval()
+    whole = build("cinn", "tiny", x0_blend=False).eval()
+    with torch.no_grad():
+        a = blend.decode(x0, z)
+        b = whole.decode(x0, z)
+    # the mask's logit starts at 3 (plus the random weights' part): sigmoid(3) = 0.95 of x0 on average
+    assert (a - x0[:, None]).abs().mean() < 0.06
+    assert (b - x0[:, None]).abs().mean() > 0.3
+    assert blend.decoder.out.out_channels == 4 and whole.decoder.out.out_channels == 3
+    with pytest.raises(ConfigError, match="x0_blend must be true or false"):
+        CINNConfig.preset("tiny", x0_blend="yes")

@@ -657,3 +657,66 @@ def test_ground_truth_flow_term_scores_the_median_or_the_mean(loss, expected):
     assert terms["gt_epe"].item() == pytest.approx(expected) and terms["gt_epe_moving"].item() == pytest.approx(7.0)
     with pytest.raises(ConfigError, match="gt_flow_loss must be one of l1, l2"):
         tiny(gt_flow_loss="huber")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# photometric_scales: L_bi-vc between blurred images
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_a_point_by_sigma():
+    from imagine_ros.training.steps.imagineflow import gaussian_blur
+
+    const = torch.full((1, 2, 20, 20), 0.3)
+    assert torch.allclose(gaussian_blur(const, 2.0), const, atol=1e-6)
+    assert gaussian_blur(const, 0.0) is const
+    point = torch.zeros(1, 1, 41, 41)
+    point[..., 20, 20] = 1.0
+    b = gaussian_blur(point, 3.0)[0, 0]
+    assert b.sum().item() == pytest.approx(1.0, abs=1e-4)
+    xs = torch.arange(41.0) - 20
+    std = (b.sum(0) * xs.square()).sum().sqrt().item()
+    assert std == pytest.approx(3.0, abs=0.1)
+
+
+def test_blurred_photometric_term_sees_a_motion_the_full_resolution_one_does_not():
+    """A 6-px square moved 5 px right: at zero flow the full-resolution term's descent barely moves the square's
+    flows (the moved square hardly overlaps the old one), the term between images blurred by 4 px pushes them right."""
+    from imagine_ros.training.steps.imagineflow import gaussian_blur
+
+    i0 = torch.zeros(1, 1, 32, 32)
+    i0[..., 13:19, 8:14] = 1.0
+    i1 = torch.roll(i0, 5, dims=-1)
+    square = i0[0, 0] > 0
+
+    def descent_x(sigma: float) -> float:
+        wf = torch.zeros(1, 2, 32, 32, requires_grad=True)
+        loss = (gaussian_blur(i0, sigma) - warp(gaussian_blur(i1, sigma), wf)).abs().mean()
+        (g,) = torch.autograd.grad(loss, wf)
+        return float(-g[0, 0][square].mean() / g.abs().max())
+
+    assert descent_x(4.0) > 0.2 and abs(descent_x(0.0)) < 0.5 * descent_x(4.0)
+
+
+def test_photometric_scales_add_the_blurred_terms_to_bivc():
+    from imagine_ros.training.steps.imagineflow import gaussian_blur
+
+    batch = {"x0": torch.rand(2, 3, 16, 16) * 2 - 1, "future": torch.rand(2, 3, 3, 16, 16) * 2 - 1}
+    batch["condition"] = torch.zeros(2, 3)
+    torch.manual_seed(0)
+    one = tiny()
+    three = tiny(photometric_scales=3)
+    three.load_state_dict(one.state_dict())
+    logs = {}
+    for name, model in (("one", one), ("three", three)):
+        torch.manual_seed(1)
+        logs[name] = ImagineFlowStep(model, TRAIN_CFG).loss("model", batch, model, 0)[1]["bivc"]
+    torch.manual_seed(1)
+    out = one(batch["x0"], batch["future"], batch["condition"])
+    extra = 0.0
+    for sigma in (2.0, 4.0):
+        bs, bt = gaussian_blur(out["source"], sigma), gaussian_blur(out["target"], sigma)
+        extra += (out["mask_t0"] * (bt - warp(bs, out["flow_b"])).abs()).mean().item()
+        extra += (out["mask_0t"] * (bs - warp(bt, out["flow_f"])).abs()).mean().item()
+    assert logs["three"] == pytest.approx(logs["one"] + extra, rel=1e-4)
+    with pytest.raises(ConfigError, match="photometric_scales"):
+        tiny(photometric_scales=0)

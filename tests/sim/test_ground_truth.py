@@ -246,6 +246,34 @@ def test_dense_eval_scores_true_flows_zero_and_no_motion_at_the_zero_flow_floor(
         assert still.push_mean == pytest.approx(still.push_zero_mean)
 
 
+def test_dense_eval_with_shuffled_eta_tells_flows_that_follow_eta_from_flows_that_ignore_it(planned):
+    from imagine_ros.evaluation.flow_eval import dense_eval
+    from imagine_ros.models.frames import tensor_to_frames
+
+    ds = ClipDataset(planned, "all", horizon=4, keys=("x0", "condition", GT_FLOW))
+    by_image = {tensor_to_frames(c["x0"]).tobytes(): c[GT_FLOW].numpy().transpose(0, 2, 3, 1) for c in ds}
+    by_eta = {c["condition"].numpy().astype(np.float32).tobytes(): by_image[tensor_to_frames(c["x0"]).tobytes()]
+              for c in ds}  # fmt: skip
+
+    class FollowsEta(_FlowPredictor):
+        """Returns the true flows of the clip whose η it is given."""
+
+        def __init__(self):
+            super().__init__(lambda im: None)
+
+        def predict(self, images, conditions=None, num_samples=1, seed=None):
+            eta_of = {im.tobytes(): np.asarray(e, np.float32).tobytes() for im, e in zip(images, conditions)}
+            self.flows_by_image = lambda im: by_eta[eta_of[im.tobytes()]]
+            return super().predict(images, conditions, num_samples, seed)
+
+    follows, ignores = FollowsEta(), _FlowPredictor(lambda im: by_image[im.tobytes()])
+    own = dense_eval(follows, planned, "all", clips=6, samples=1)
+    other = dense_eval(follows, planned, "all", clips=6, samples=1, shuffle_eta=True)
+    blind = dense_eval(ignores, planned, "all", clips=6, samples=1, shuffle_eta=True)
+    assert own.moving_epe_mean < 1e-4 < 1.0 < other.moving_epe_mean  # another clip's flows
+    assert blind.moving_epe_mean < 1e-4 and blind.name == "fixed (shuffled η)"
+
+
 def test_part_kinds_label_the_arm_and_the_objects(planned):
     from imagine_ros.sim.ground_truth import split_instance
     from imagine_ros.training.clips import PART_KIND
