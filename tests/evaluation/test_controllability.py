@@ -270,3 +270,22 @@ def test_train_detector_cli(data, tmp_path, capsys):
     assert out.exists() and out.with_suffix(".safetensors").exists()
     assert json.loads(out.read_text())["command"][:2] == ["imagine-ros", "train-detector"]
     assert cli_main(["train-detector", "--data", str(data), "--out", str(out), "--steps", "0"]) == 2
+
+
+def test_cinn_stage1_control_script_scores_reconstructions_against_eta(data, trained, tiny_checkpoint, capsys):
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "cinn_stage1_control.py"
+    spec = importlib.util.spec_from_file_location("cinn_stage1_control", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ckpt = tiny_checkpoint("cinn")
+    args = ["--checkpoint", str(ckpt), "--data", str(data), "--detector", str(trained[2]), "--clips", "4"]
+    assert script.main([*args, "--split", "all"]) == 0
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \| [0-9.]+ \|$", out, re.M))
+    assert set(rows) == {"real last frame (detector)", "stage-1 reconstruction", "prior sample z ~ N(0, I)",
+                         "x0 (no motion)"}  # fmt: skip
+    assert all(float(v) >= 0 for v in rows.values())
