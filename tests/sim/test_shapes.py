@@ -52,7 +52,15 @@ def test_same_seed_same_episode_and_different_seeds_differ():
     assert not np.array_equal(a[OBJECT_POS], c[OBJECT_POS], equal_nan=True)
 
 
-@pytest.mark.parametrize("cfg", [CFG, CFG10, asdict(ShapesConfig(image_size=32, frames=3, antialias=True))])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CFG,
+        CFG10,
+        asdict(ShapesConfig(image_size=32, frames=3, antialias=True)),
+        asdict(ShapesConfig(image_size=32, frames=3, supersample=8)),
+    ],
+)
 def test_episode_shapes_and_dtypes_are_fixed(cfg):
     c = ShapesConfig(**cfg)
     t, k, s = c.frames, c.max_shapes, c.image_size
@@ -310,3 +318,30 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     store.close()
     assert main([*argv[:5], "--image-size", "8", "--no-progress"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_supersampled_drawing_shows_sub_pixel_positions_in_both_axes():
+    from imagine_ros.sim.shapes import render_frame
+
+    def centroid(img):
+        w = img[..., 0].astype(np.float64)
+        ys, xs = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+        return np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+    for kind in (CIRCLE, SQUARE, TRIANGLE):
+        base = render_frame(
+            32, np.array([kind]), np.array([[15.0, 14.0]]), np.array([5.0]), np.array([[200, 0, 0]]), supersample=8
+        )
+        moved = render_frame(
+            32, np.array([kind]), np.array([[15.25, 14.25]]), np.array([5.0]), np.array([[200, 0, 0]]), supersample=8
+        )
+        # a quarter pixel right and down moves the drawn area's centroid by a quarter pixel in both axes
+        np.testing.assert_allclose(centroid(moved) - centroid(base), [0.25, 0.25], atol=0.04)
+        flat = render_frame(32, np.array([kind]), np.array([[15.0, 14.0]]), np.array([5.0]), np.array([[200, 0, 0]]))
+        assert set(np.unique(flat[..., 0])) <= {0, 200} and len(np.unique(base[..., 0])) > 2  # blended edges
+
+
+@pytest.mark.parametrize("bad", [{"supersample": 0}, {"supersample": 17}, {"supersample": 2, "antialias": True}])
+def test_bad_supersample_is_refused(bad):
+    with pytest.raises(ConfigError, match="supersample"):
+        ShapesConfig(**bad)
