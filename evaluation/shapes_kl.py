@@ -7,24 +7,31 @@ KL(true || predicted) per column is printed beside the paper's numbers.
 
 How a displacement is measured in a predicted frame (``measure="frames"``, the default): **template matching** of
 each shape's known outline and colour. The dataset records each shape's type, size, colour and position in the input
-frame, so the shape can be drawn alone, with the dataset's own renderer, at any sub-pixel shift d of its input
-position. In the predicted frame, a pixel's colour evidence is ``w = exp(-|F(x) - colour|^2 / (2 sigma^2))``
-(sigma = ``COLOR_SIGMA`` = 40 of 255 per channel); the shift's score is the sum of ``w - 1/2`` over the drawn shape's
-pixels, so a shift gains where the outline covers the shape's colour and loses where it covers anything else. The
-search: every shift on a 1/2-px grid over [-``SEARCH``, ``SEARCH``]^2 (7 px), then a 1/8-px grid over the best
-coarse shift +- 1/2 px; the displacement is the mean of the fine shifts that tie for the best score (a drawn outline
-is the same for a small range of shifts). Shapes are matched from the top of the depth order down, and the pixels
-claimed by the shapes above (their matched outlines) are left out of the lower shapes' scores, so an occluded shape is
-matched on what can be seen of it. A shape with no shift that scores above 0 (its colour is nowhere in the frame) is
-"not found": left out of the histogram and counted (``found`` in kl.json). Shapes hidden in the input (fewer than 3
-visible pixels) are skipped.
+frame, so the shape can be drawn alone, with the dataset's own renderer (its ``antialias`` / ``supersample``
+drawing), at any sub-pixel shift d of its input position: its coverage T_d in [0, 1] per pixel. In the predicted
+frame, a pixel's evidence a is how much of it is the shape's colour over the black background: its projection on
+the colour, clipped to [0, 1], times ``exp(-|residual|^2 / (2 sigma^2))`` (sigma = ``COLOR_SIGMA`` = 40 of 255), so
+a pixel of another colour gives about 0. The score of a shift is ``sum 2 T_d a - T_d^2`` (minus the squared
+difference between drawing and evidence, up to a constant). The search: a 1/2-px grid over [-``SEARCH``,
+``SEARCH``]^2 (7 px), then 1/8 px over the best +- 1/2 px, then 1/32 px over the best +- 1/8 px; the displacement is
+the mean of the shifts that tie for the best score (a drawing is the same over a small range of shifts). Drawings
+are cached per sub-pixel phase (``PHASES`` per axis) and moved by whole pixels. Shapes are matched from the top of
+the depth order down, and the pixels of the shapes matched above are left out of the lower shapes' scores, so an
+occluded shape is matched on what can be seen of it. A shape whose best score is not above 0 (its colour is nowhere
+in the frame) is "not found": left out of the histogram and counted (``found`` in kl.json, the ``shapes found``
+column). Shapes hidden in the input (fewer than 3 visible pixels) are skipped.
+
+This needs a drawing that shows sub-pixel positions: with ``supersample=8`` (what ``imagine-ros shapes-kl``
+generates) a true frame is measured to within about 1/16 px and a blurred shape to about 0.3 px. Plain ``LINE_8``
+rasters move in whole-pixel steps (floor 3.0 for squares and triangles), and OpenCV's ``LINE_AA`` does not blend a
+polygon's horizontal edges.
 
 The same measurement applied to the *true* next frames is the "measurement floor": the KL that the measuring alone
-causes, which no model can go below. With template matching it is near 0 (0.01-0.03 on the shipped 32-px data; the
-rest is occlusion), far below the paper's numbers. ``measure="flow"`` is the earlier measurement, kept for
-comparison: the mean of the predicted forward flow (native, or DIS estimated from the frame) over the shape's input
-pixels; its floor on true frames is 1-6 (DIS at 32 px cannot follow a uniformly coloured triangle), above the
-paper's numbers for triangles.
+causes, which no model can go below: 0.05 / 0.08 / 0.29 / 0.23 on the shipped 32-px data (200 test images; the rest
+is occlusion and the 1/8-px drawing), far below the paper's numbers. ``measure="flow"`` is the earlier measurement,
+kept for comparison: the mean of the predicted forward flow (native, or DIS estimated from the frame) over the
+shape's input pixels; its floor on true frames is 1-6 (DIS at 32 px cannot follow a uniformly coloured triangle),
+above the paper's numbers for triangles.
 """
 
 from __future__ import annotations
@@ -74,8 +81,8 @@ class TemplateMatcher:
     """Measures the shapes of one input frame in other frames by template matching (module docstring).
 
     types (K,) int, positions (K, 2 or 3) px of the input frame, sizes (K,) px, colors (K, 3) uint8; ``visible``:
-    (K,) bool, the shapes to measure (the others, padding or hidden, give NaN); ``antialias``: the dataset's drawing
-    mode (its ``meta.json`` config), which the templates use too.
+    (K,) bool, the shapes to measure (the others, padding or hidden, give NaN); ``antialias``, ``supersample``: the
+    dataset's drawing (its ``meta.json`` config), which the templates use too.
     """
 
     def __init__(self, size: int, types, positions, sizes, colors, visible, antialias=False, supersample=1):
