@@ -225,7 +225,8 @@ def test_eta_far_outside_the_normalisers_range_is_refused_with_the_rule(vd_check
 def test_the_shipped_checkpoints_still_load_and_predict(name):
     predictor = Predictor.from_checkpoint(DATA / name / "model.json", device="cpu")
     s = predictor.image_size
-    eta = predictor.normalizer.mean[None].astype(np.float32)
+    # the Shapes model (visual_dynamics_shapes) takes no condition
+    eta = predictor.normalizer.mean[None].astype(np.float32) if predictor.condition_dim else None
     pred = predictor.predict(np.full((1, s, s, 3), 128, np.uint8), eta, 1, seed=0)
     assert np.isfinite(pred.flows).all() and pred.frames.shape[2] == predictor.horizon
 
