@@ -129,7 +129,12 @@ def run_flow_eval(args: argparse.Namespace) -> int:
     print(table(results, args.split, args.data))
     dense_results = []
     if dense:
-        for name, pred in predictors + ([] if args.no_copy_last else _copy_last(predictors)):
+        runs = [
+            (name, pred, False) for name, pred in predictors + ([] if args.no_copy_last else _copy_last(predictors))
+        ]
+        if args.dense_shuffled_eta:  # each conditioned checkpoint again, with another clip's eta
+            runs += [(name, pred, True) for name, pred in predictors if pred.condition_dim]
+        for name, pred, shuffle in runs:
             dense_results.append(
                 dense_eval(
                     pred,
@@ -141,25 +146,9 @@ def run_flow_eval(args: argparse.Namespace) -> int:
                     name=name,
                     moving_px=args.dense_moving_px,
                     progress=not args.no_progress,
+                    shuffle_eta=shuffle,
                 )
             )
-        if args.dense_shuffled_eta:
-            for name, pred in predictors:
-                if pred.condition_dim:
-                    dense_results.append(
-                        dense_eval(
-                            pred,
-                            args.data,
-                            args.split,
-                            args.clips,
-                            args.samples,
-                            args.seed,
-                            name=name,
-                            moving_px=args.dense_moving_px,
-                            progress=not args.no_progress,
-                            shuffle_eta=True,
-                        )
-                    )
         print()
         print(dense_table(dense_results, args.split, args.data))
     if args.out:
